@@ -1,0 +1,39 @@
+"""Helpers shared by subcommands: config options, writing the resolved config beside outputs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from shapes3d.config import config_to_toml, describe_config, load_config
+from shapes3d.utils.io import atomic_write_text
+
+
+def add_config_args(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument("--config", default=default, metavar="TOML",
+                        help=f"config file (default: {default or 'built-in defaults'})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, e.g. --set train.epochs=5 (repeatable)")
+
+
+def config_help(cls) -> str:
+    rows = describe_config(cls)
+    width = max(len(k) for k, *_ in rows)
+    return "config keys (use with --set):\n" + "\n".join(
+        f"  {k:<{width}}  {doc} [{tp}, default {default}]" for k, tp, default, doc in rows)
+
+
+def resolve_config(cls, args: argparse.Namespace, *, section: str | None = None, extra: list[str] = ()):
+    path = args.config
+    if path is not None and not Path(path).exists():
+        # Configs ship in the repository's configs/ folder; accept bare names too.
+        candidate = Path(__file__).resolve().parents[2] / "configs" / Path(path).name
+        if candidate.exists():
+            path = candidate
+    return load_config(cls, path, overrides=[*extra, *args.overrides], section=section)
+
+
+def write_resolved_config(cfg, out_dir: str | Path, name: str = "config.toml") -> Path:
+    path = Path(out_dir) / name
+    atomic_write_text(path, config_to_toml(cfg, header="Resolved configuration written by shapes3d."))
+    return path

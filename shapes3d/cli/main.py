@@ -1,0 +1,66 @@
+"""The ``shapes3d`` command: argument parsing, logging, device choice, errors to the user.
+
+Each pipeline registers a subcommand module exposing ``register(subparsers)``; the
+module's handler receives the parsed ``argparse.Namespace`` and returns an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from shapes3d import __version__
+from shapes3d.errors import Shapes3DError
+from shapes3d.utils.progress import set_progress_enabled
+
+# Subcommand modules, in the order --help lists them.
+_COMMANDS = ("info", "data", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shapes3d",
+        description="Learning on 3D shapes: voxel classifiers, DeepSDF auto-decoders, 2D losses on renders.",
+        epilog="Run 'shapes3d COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"shapes3d {__version__}")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    import importlib
+
+    for name in _COMMANDS:
+        importlib.import_module(f"shapes3d.cli.{name}").register(sub)
+    return parser
+
+
+def setup_logging(*, quiet: bool = False, verbose: bool = False) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname).1s %(name)s: %(message)s" if verbose else "%(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("shapes3d").setLevel(level)
+    set_progress_enabled(not quiet)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(quiet=args.quiet, verbose=args.verbose)
+    try:
+        return int(args.handler(args) or 0)
+    except Shapes3DError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

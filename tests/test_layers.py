@@ -1,0 +1,79 @@
+"""The import graph follows DESIGN.md's layer order: no module imports a layer above its own."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import shapes3d
+
+PKG = Path(shapes3d.__file__).parent
+
+# Lower number = lower layer. A module may import its own layer or lower ones.
+RANKS = {
+    "errors": 0, "utils": 0, "__init__": 0,
+    "config": 1,
+    "geometry": 2,
+    "data": 3,
+    "models": 4,
+    "losses": 5, "metrics": 5,
+    "pretrained": 6, "render": 6,
+    "training": 7,
+    "cli": 8,
+}
+# models/ are tensors in, tensors out: torch and the base layer only.
+MODELS_MAY_IMPORT = {"errors", "utils", "models"}
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _imports(path: Path, module: str) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative import: resolve against this module's package
+                package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+                base = package[: len(package) - (node.level - 1)]
+                found.append(".".join(base + ([node.module] if node.module else [])))
+            elif node.module:
+                found.append(node.module)
+    return [m for m in found if m == "shapes3d" or m.startswith("shapes3d.")]
+
+
+def _modules():
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG.parent).with_suffix("")
+        yield path, ".".join(rel.parts)
+
+
+def test_every_module_has_a_known_layer():
+    unknown = {_layer(m) for _, m in _modules()} - set(RANKS)
+    assert not unknown, f"modules outside the layer table (add them to DESIGN order): {unknown}"
+
+
+def test_no_upward_imports():
+    violations = []
+    for path, module in _modules():
+        src = _layer(module)
+        for target in _imports(path, module):
+            dst = _layer(target)
+            if dst not in RANKS:
+                continue
+            if RANKS[dst] > RANKS[src]:
+                violations.append(f"{module} ({src}) imports {target} ({dst})")
+            if src == "models" and dst not in MODELS_MAY_IMPORT:
+                violations.append(f"{module} (models) imports {target}: models take tensors, not files/configs")
+    assert not violations, "upward imports:\n" + "\n".join(violations)
+
+
+def test_checker_catches_an_upward_edge(tmp_path):
+    """The walker itself must see an upward import (guards against a test that cannot fail)."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("from shapes3d.cli.main import main\nimport shapes3d.models.vgg\n")
+    assert _imports(bad, "shapes3d.geometry.bad") == ["shapes3d.cli.main", "shapes3d.models.vgg"]
