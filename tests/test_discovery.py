@@ -1,0 +1,216 @@
+"""Dataset discovery: layouts, labels, ignored files, errors, and the manifest CSV, on real and tmp folders."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import real_subset
+
+from shapes3d.data.discovery import Manifest, ManifestEntry, discover, load_csv
+from shapes3d.errors import CorruptFileError, InputFileError, MissingFileError
+
+
+def touch(root: Path, *rels: str) -> None:
+    for rel in rels:
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+
+
+def triples(manifest: Manifest) -> set[tuple[str, str, Path]]:
+    return {(e.class_name, e.split, e.path) for e in manifest}
+
+
+def read_index(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --- real data sets -------------------------------------------------------------------------------
+
+
+@pytest.mark.data
+def test_modelnet_point_clouds_match_their_index(real_data):
+    root = real_subset(real_data, "modelnet10_pcd1024")
+    manifest = discover(root)
+    assert manifest.layout == "modelnet"
+    assert (len(manifest.filter(split="train")), len(manifest.filter(split="test"))) == (3991, 908)
+    assert manifest.classes == sorted(
+        ["bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet"]
+    )
+    assert len(manifest.filter(split="test", class_name="bathtub")) == 50
+    # the set's own index.csv has columns path,class,split, which load_csv reads by name
+    assert triples(manifest) == triples(load_csv(root / "index.csv"))
+    rel = [e.path.relative_to(root).as_posix() for e in manifest]
+    assert rel == sorted(rel, key=lambda r: Path(r).parts)
+
+
+@pytest.mark.data
+def test_shapenet_layout_lists_present_objs_by_synset_folder(real_data):
+    root = real_subset(real_data, "shapenet_semrob10")
+    manifest = discover(root)
+    assert manifest.layout == "shapenet" and len(manifest) == 93
+    assert {e.path.name for e in manifest} == {"model_normalized.obj"}  # .mtl/.json/.binvox left out
+    assert {e.split for e in manifest} == {""}
+    rows = [r for r in read_index(root / "index.csv") if r["obj_present"] == "True"]
+    assert triples(manifest) == {(r["class"], "", root / r["obj_path"]) for r in rows}
+    counts = Counter(e.class_name for e in manifest)
+    assert (counts["aeroplane"], counts["bottle"], counts["chair"]) == (6, 9, 10)
+
+
+@pytest.mark.data
+def test_shrec_meshes_follow_the_modelnet_layout(real_data):
+    root = real_subset(real_data, "shrec11_meshcnn")
+    manifest = discover(root)
+    assert (len(manifest.filter(split="train")), len(manifest.filter(split="test")), len(manifest.classes)) == (
+        480,
+        120,
+        30,
+    )
+    assert triples(manifest) == triples(load_csv(root / "index.csv"))
+
+
+@pytest.mark.data
+def test_trimesh_models_are_flat_and_extension_case_is_ignored(real_data):
+    root = real_subset(real_data, "trimesh_models")
+    manifest = discover(root)
+    assert manifest.layout == "flat" and manifest.classes == [""]
+    assert {e.path.name for e in manifest} == {r["path"] for r in read_index(root / "index.csv")}
+    assert "ADIS16480.STL" in {e.path.name for e in manifest}
+    assert "chair_model.binvox" not in {e.path.name for e in manifest}
+
+
+# --- tmp folders ----------------------------------------------------------------------------------
+
+
+def test_modelnet_layout_ignores_hidden_unknown_and_misplaced_files(tmp_path):
+    touch(
+        tmp_path,
+        "chair/train/chair_0001.off",
+        "chair/train/chair_0002.OFF",
+        "chair/test/chair_0003.off",
+        "chair/train/.chair_0004.off",  # hidden file
+        "chair/.cache/train/x.off",  # inside a hidden folder
+        "chair/train/notes.txt",  # unknown extension
+        "chair/chair_extra.off",  # not in a split folder
+        "desk/test/desk_0001.ply",
+        "README.md",
+    )
+    manifest = discover(tmp_path)
+    assert manifest.layout == "modelnet"
+    assert [(e.class_name, e.split, e.path.relative_to(tmp_path).as_posix()) for e in manifest] == [
+        ("chair", "test", "chair/test/chair_0003.off"),
+        ("chair", "train", "chair/train/chair_0001.off"),
+        ("chair", "train", "chair/train/chair_0002.OFF"),
+        ("desk", "test", "desk/test/desk_0001.ply"),
+    ]
+    assert manifest.classes == ["chair", "desk"]
+    assert [e.path.name for e in manifest.filter(split="train")] == ["chair_0001.off", "chair_0002.OFF"]
+
+
+def test_shapenet_v1_and_v2_layouts(tmp_path):
+    touch(
+        tmp_path,
+        "03001627/aaa/models/model_normalized.obj",
+        "03001627/aaa/models/model_normalized.mtl",
+        "02691156/bbb/models/model_normalized.obj",
+    )
+    manifest = discover(tmp_path)
+    assert manifest.layout == "shapenet"
+    assert [(e.class_name, e.path.parent.parent.name) for e in manifest] == [("02691156", "bbb"), ("03001627", "aaa")]
+    v1 = tmp_path / "v1"
+    touch(v1, "03001627/ccc/model.obj")
+    assert [(e.class_name, e.split) for e in discover(v1, layout="shapenet")] == [("03001627", "")]
+
+
+def test_flat_layout_takes_class_from_top_folder(tmp_path):
+    touch(tmp_path, "bunny.ply", "scans/dragon/dragon.obj", "scans/armadillo.stl", "parts/a.glb")
+    manifest = discover(tmp_path)
+    assert manifest.layout == "flat"
+    assert [(e.class_name, e.path.name) for e in manifest] == [
+        ("", "bunny.ply"),
+        ("parts", "a.glb"),
+        ("scans", "armadillo.stl"),
+        ("scans", "dragon.obj"),
+    ]
+
+
+def test_custom_extensions_and_explicit_layout(tmp_path):
+    touch(tmp_path, "a/train/x.off", "a/train/y.binvox")
+    assert [e.path.name for e in discover(tmp_path, extensions=["binvox", ".OFF"])] == ["x.off", "y.binvox"]
+    flat = discover(tmp_path, layout="flat")
+    assert [(e.class_name, e.split) for e in flat] == [("a", "")]
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    touch(tmp_path, "notes.txt", ".hidden.off")
+    with pytest.raises(InputFileError) as info:
+        discover(tmp_path)
+    assert str(info.value) == (
+        f"{tmp_path}: no shape files found for layout 'flat' (extensions "
+        ".glb, .gltf, .npy, .npz, .obj, .off, .pcd, .ply, .stl, .xyz; 0 matching files in other places)"
+    )
+
+
+def test_layout_that_does_not_fit_is_a_clear_error(tmp_path):
+    touch(tmp_path, "bunny.ply")
+    with pytest.raises(
+        InputFileError, match=r"no shape files found for layout 'modelnet' .*1 matching files in other places"
+    ):
+        discover(tmp_path, layout="modelnet")
+
+
+def test_missing_root_file_root_and_bad_arguments(tmp_path):
+    with pytest.raises(MissingFileError) as info:
+        discover(tmp_path / "nope")
+    assert str(info.value) == f"{tmp_path / 'nope'}: dataset folder does not exist"
+    touch(tmp_path, "a.off")
+    with pytest.raises(InputFileError, match="expected a dataset folder, got a file"):
+        discover(tmp_path / "a.off")
+    with pytest.raises(ValueError, match=r"layout 'voc': expected one of \('auto', 'modelnet', 'shapenet', 'flat'\)"):
+        discover(tmp_path, layout="voc")
+    with pytest.raises(ValueError, match="split 'dev'"):
+        ManifestEntry("a", "dev", tmp_path / "a.off")
+
+
+# --- CSV ----------------------------------------------------------------------------------------------
+
+
+def test_csv_round_trip_with_relative_paths(tmp_path):
+    root = tmp_path / "data"
+    touch(root, "chair/train/a.off", "chair/test/b.off", "desk/train/c,comma.off")
+    manifest = discover(root)
+    out = tmp_path / "out" / "manifest.csv"
+    manifest.save_csv(out)
+    rows = read_index(out)
+    assert list(rows[0]) == ["class", "split", "path"]
+    assert [r["path"] for r in rows] == ["chair/test/b.off", "chair/train/a.off", "desk/train/c,comma.off"]
+    assert load_csv(out, root=root).entries == manifest.entries
+    assert [p.name for p in out.parent.iterdir()] == ["manifest.csv"]  # no temp file left behind
+
+
+def test_csv_keeps_paths_outside_root_absolute(tmp_path):
+    outside = tmp_path / "elsewhere" / "x.obj"
+    manifest = Manifest((ManifestEntry("", "", outside),), root=tmp_path / "data")
+    manifest.save_csv(tmp_path / "m.csv")
+    assert read_index(tmp_path / "m.csv")[0]["path"] == outside.as_posix()
+    assert load_csv(tmp_path / "m.csv", root=tmp_path / "other").entries == manifest.entries
+
+
+def test_load_csv_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("class,split,file\na,train,x.off\n")
+    with pytest.raises(CorruptFileError) as info:
+        load_csv(bad)
+    assert (
+        str(info.value)
+        == f"{bad}: header ['class', 'split', 'file'] has no 'path' column; expected columns class,split,path"
+    )
+    bad.write_text("class,split,path\na,holdout,x.off\n")
+    with pytest.raises(CorruptFileError, match=r"line 2: split 'holdout'"):
+        load_csv(bad)
+    with pytest.raises(MissingFileError, match="manifest CSV does not exist"):
+        load_csv(tmp_path / "none.csv")
