@@ -32,3 +32,13 @@ def real_subset(root: Path, name: str) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory) -> Path:
+    """A tiny built-in dataset: 3 families x 5 shapes (4 train / 1 test), meshed at 32^3."""
+    from shapes3d.data.synth import write_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    write_dataset(out, per_class=5, seed=0, families=("mug", "table", "ring"), test_fraction=0.2, resolution=32)
+    return out

@@ -49,16 +49,15 @@ def run(args: argparse.Namespace) -> int:
         print("vgg weights  (weight discovery not available in this build)")
         return 0
     for arch in ("vgg16", "vgg19"):
-        print(f"{arch + ' weights':<12} {_describe_weights(find_vgg_weights(arch))}")
+        print(f"{arch:<12} {_describe_weights(find_vgg_weights(arch))}")
     return 0
 
 
 def _describe_weights(found) -> str:
-    if found is None:
-        return "not found"
-    if isinstance(found, (list, tuple)):
-        hits = [c for c in found if getattr(c, "found", False)]
-        if not hits:
-            return "not found (looked in: " + "; ".join(str(getattr(c, "location", c)) for c in found) + ")"
-        return f"{getattr(hits[0], 'kind', '')} {getattr(hits[0], 'location', hits[0])}".strip()
-    return str(found)
+    sources = found if isinstance(found, (list, tuple)) else [found]
+    hits = [c for c in sources if c is not None and getattr(c, "found", True)]
+    if hits:
+        c = hits[0]
+        return f"found: {getattr(c, 'name', '')} ({getattr(c, 'path', c)})"
+    looked = "; ".join(f"{getattr(c, 'name', '')} {getattr(c, 'path', '')}".strip() for c in sources if c is not None)
+    return f"not found (looked in: {looked})"

@@ -32,6 +32,8 @@ class VoxelCacheConfig:
 
     resolution: int = option(32, "Voxels per axis of the occupancy grid.")
     object_size: int = option(24, "Voxels spanned by the object's longest side (VoxNet: 24 of 32, leaving padding).")
+    rotations: int = option(12, "Copies voxelized at 360/rotations degree steps about the up axis (augmentation and test-time voting).")
+    up_axis: str = option("z", "The shapes' up axis: x, y or z (ModelNet is z-up, ShapeNet y-up).")
     method: str = option("auto", "Solid voxelization method for meshes: auto, parity, vote or winding.")
     point_dilation: int = option(0, "Dilate point-cloud occupancy by this many voxels (sparse clouds leave holes).")
     point_mode: str = option("binary", "Point-cloud occupancy: binary or count (points per voxel).")
@@ -43,5 +45,9 @@ class VoxelCacheConfig:
             raise ValueError(f"object_size must be in [1, resolution={self.resolution}], got {self.object_size}")
         if self.point_mode not in ("binary", "count"):
             raise ValueError(f"point_mode must be 'binary' or 'count', got {self.point_mode!r}")
+        if self.rotations < 1:
+            raise ValueError(f"rotations must be >= 1, got {self.rotations}")
+        if self.up_axis not in ("x", "y", "z"):
+            raise ValueError(f"up_axis must be 'x', 'y' or 'z', got {self.up_axis!r}")
         if self.point_dilation < 0:
             raise ValueError(f"point_dilation must be >= 0, got {self.point_dilation}")

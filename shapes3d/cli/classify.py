@@ -1,0 +1,136 @@
+"""``shapes3d classify``: train, evaluate, predict and inspect VoxNet classifiers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from shapes3d.cli.common import add_config_args, config_help, resolve_config
+from shapes3d.training.classify_config import ClassifyConfig
+
+DEFAULT_CACHE = Path(os.environ.get("SHAPES3D_CACHE", Path.home() / ".cache" / "shapes3d"))
+
+
+def register(sub) -> None:
+    p = sub.add_parser("classify", help="voxel classification with VoxNet (train, evaluate, predict, filters)",
+                       description="Train a VoxNet classifier on a folder of meshes or point clouds, evaluate it "
+                                   "with rotation voting, and classify new files.")
+    csub = p.add_subparsers(dest="classify_command", metavar="ACTION", required=True)
+
+    t = csub.add_parser("train", help="train on the train split of a dataset folder",
+                        description="Voxelize the dataset (cached), carve a validation split from train, train "
+                                    "VoxNet with augmentation; writes best.pt, last.pt, log.csv, curves.png.",
+                        epilog=config_help(ClassifyConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--data", required=True, type=Path, help="dataset folder (ModelNet-style) or manifest CSV")
+    t.add_argument("--out", type=Path, default=Path("runs/classify"), help="run folder (default runs/classify)")
+    t.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "voxels", help="voxel cache folder")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop after N epochs of this invocation (resume later with --resume)")
+    add_config_args(t, "voxnet.toml")
+    t.set_defaults(handler=run_train)
+
+    e = csub.add_parser("evaluate", help="accuracy, per-class table and confusion matrix on the test split",
+                        description="Evaluate a checkpoint on a dataset's test split with test-time voting over "
+                                    "the cached rotations; writes metrics.json and confusion.png.")
+    e.add_argument("checkpoint", type=Path)
+    e.add_argument("--data", required=True, type=Path, help="dataset folder or manifest CSV")
+    e.add_argument("--split", default="test", help="split to evaluate (default test)")
+    e.add_argument("--out", type=Path, default=None, help="output folder (default: beside the checkpoint)")
+    e.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "voxels")
+    e.add_argument("--no-vote", action="store_true", help="use only the unrotated copy")
+    e.set_defaults(handler=run_evaluate)
+
+    pr = csub.add_parser("predict", help="top-k classes for files or folders",
+                         description="Classify meshes or point clouds (files or folders, recursively).")
+    pr.add_argument("checkpoint", type=Path)
+    pr.add_argument("paths", nargs="+", type=Path)
+    pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--json", type=Path, default=None, help="also write the predictions as JSON")
+    pr.set_defaults(handler=run_predict)
+
+    f = csub.add_parser("filters", help="PNG of the first-layer 5^3 filters as slices",
+                        description="Draw each first-layer filter as a row of its 5 depth slices.")
+    f.add_argument("checkpoint", type=Path)
+    f.add_argument("--out", type=Path, default=None, help="PNG path (default: filters.png beside the checkpoint)")
+    f.set_defaults(handler=run_filters)
+
+
+def _manifest(path: Path):
+    from shapes3d.data.discovery import discover, load_csv
+
+    return load_csv(path) if path.suffix.lower() == ".csv" else discover(path)
+
+
+def _report_skipped(skipped) -> None:
+    for path, reason in skipped:
+        print(f"  skipped {path}: {reason}")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from shapes3d.data.voxel_dataset import build_voxel_set
+    from shapes3d.training.classify import train
+
+    cfg = resolve_config(ClassifyConfig, args)
+    manifest = _manifest(args.data)
+    train_entries = manifest.filter(split="train").entries or manifest.entries
+    data, _ = build_voxel_set(train_entries, cfg.data, cache_dir=args.cache, workers=cfg.train.workers,
+                              desc="voxelize train")
+    print(f"train set: {len(data)} shapes, {len(data.classes)} classes; {len(data.skipped)} skipped")
+    _report_skipped(data.skipped)
+    result = train(cfg, data, args.out, resume=args.resume, stop_after=args.stop_after)
+    print(f"best validation accuracy {result.best_val_acc:.4f}; checkpoints {result.best_path}, {result.last_path}")
+    print(f"log {args.out / 'log.csv'}, curves {args.out / 'curves.png'}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from shapes3d.data.voxel_dataset import build_voxel_set
+    from shapes3d.training.classify import evaluate, load_classifier
+
+    model, cfg, classes = load_classifier(args.checkpoint)
+    entries = _manifest(args.data).filter(split=args.split).entries
+    if not entries:
+        from shapes3d.errors import Shapes3DError
+        raise Shapes3DError(f"{args.data}: no shapes in split {args.split!r}")
+    data, _ = build_voxel_set(entries, cfg.data, cache_dir=args.cache, classes=classes, desc="voxelize test")
+    out = args.out or args.checkpoint.parent / f"eval-{args.split}"
+    res = evaluate(model, cfg, data, out, vote=not args.no_vote)
+    width = max(len(c) for c in classes)
+    print(f"{'class':<{width}}  accuracy  support")
+    for c, v in res["per_class"].items():
+        acc = "   -  " if v["accuracy"] is None else f"{v['accuracy']:.4f}"
+        print(f"{c:<{width}}  {acc:>8}  {v['support']:>7}")
+    print(f"overall accuracy {res['overall_accuracy']:.4f}, mean class accuracy {res['mean_class_accuracy']:.4f} "
+          f"({res['n']} shapes, voting over {res['rotations']} rotations)")
+    _report_skipped(data.skipped)
+    print(f"results: {out / 'metrics.json'}, {out / 'confusion.png'}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from shapes3d.training.classify_predict import predict_files
+
+    results, skipped = predict_files(args.checkpoint, args.paths, top_k=args.top_k)
+    for path, top in results:
+        print(f"{path}: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
+    _report_skipped(skipped)
+    if args.json:
+        from shapes3d.utils.io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({"predictions": [{"path": str(p), "top": t} for p, t in results],
+                                                 "skipped": [[str(p), r] for p, r in skipped]}, indent=2))
+    return 0 if results else 2
+
+
+def run_filters(args: argparse.Namespace) -> int:
+    from shapes3d.training.classify import load_classifier
+    from shapes3d.training.plots import plot_filters
+
+    model, _, _ = load_classifier(args.checkpoint, device="cpu")
+    out = args.out or args.checkpoint.parent / "filters.png"
+    plot_filters(model.first_layer_filters.numpy(), out, title=f"first-layer filters of {args.checkpoint.name}")
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,135 @@
+"""Voxel datasets for classification: build from a manifest through the cache, split, augment.
+
+Grids are held as uint8 ``(S, K, R, R, R)``: S shapes, K cached rotations about the
+up axis. Augmentation happens per batch on tensors (cheap next to the forward pass).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shapes3d.data.cache import load_cached
+from shapes3d.data.configs import VoxelCacheConfig
+from shapes3d.data.discovery import ManifestEntry
+from shapes3d.data.preprocess import PreprocessReport, run_preprocess
+from shapes3d.data.tasks import VOXELS_VERSION, voxel_task
+from shapes3d.errors import Shapes3DError
+
+log = logging.getLogger(__name__)
+_AXES = {"x": 0, "y": 1, "z": 2}
+
+
+@dataclass
+class VoxelSet:
+    """Shapes as cached occupancy grids with integer labels into ``classes``."""
+
+    grids: np.ndarray  # (S, K, R, R, R) uint8
+    labels: np.ndarray  # (S,) int64
+    paths: list[Path]
+    classes: list[str]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> VoxelSet:
+        return VoxelSet(self.grids[index], self.labels[index], [self.paths[i] for i in index], self.classes)
+
+
+def build_voxel_set(
+    entries: Sequence[ManifestEntry],
+    cfg: VoxelCacheConfig,
+    *,
+    cache_dir: str | Path,
+    classes: Sequence[str] | None = None,
+    workers: int = 1,
+    desc: str = "voxels",
+) -> tuple[VoxelSet, PreprocessReport]:
+    """Voxelize (or read from the cache) every entry; unknown or failed files are skipped and reported.
+
+    ``classes`` fixes the label order (a trained model's); by default the sorted class names.
+    """
+    classes = list(classes) if classes is not None else sorted({e.class_name for e in entries})
+    index = {c: i for i, c in enumerate(classes)}
+    skipped: list[tuple[Path, str]] = []
+    usable = []
+    for e in entries:
+        if e.class_name not in index:
+            skipped.append((e.path, f"class {e.class_name!r} is not one of the model's classes"))
+        else:
+            usable.append(e)
+    report = run_preprocess(usable, voxel_task, params=dataclasses.asdict(cfg), cache_dir=cache_dir,
+                            workers=workers, desc=desc, version=VOXELS_VERSION)
+    grids, labels, paths = [], [], []
+    for e in usable:
+        loc = report.results.get(Path(e.path))
+        if loc is None:
+            continue
+        grids.append(load_cached(loc)["occupancy"])
+        labels.append(index[e.class_name])
+        paths.append(Path(e.path))
+    skipped += list(report.skipped)
+    if not grids:
+        raise Shapes3DError(f"no usable shapes out of {len(entries)} ({len(skipped)} skipped)")
+    return VoxelSet(np.stack(grids), np.asarray(labels, dtype=np.int64), paths, classes, skipped), report
+
+
+def stratified_split(labels: np.ndarray, fraction: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, val_idx): ``round(fraction * n_c)`` of each class (at least one when fraction > 0 and n_c > 1)."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        n_val = int(round(fraction * len(idx)))
+        if fraction > 0 and n_val == 0 and len(idx) > 1:
+            n_val = 1
+        val.extend(idx[:n_val])
+        train.extend(idx[n_val:])
+    return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(val, dtype=np.int64))
+
+
+def augment_batch(
+    grids: torch.Tensor,
+    *,
+    generator: torch.Generator,
+    rotate: bool = True,
+    mirror: bool = True,
+    translate: int = 0,
+    up_axis: str = "z",
+) -> torch.Tensor:
+    """uint8 (B, K, R, R, R) -> float (B, 1, R, R, R): a random cached rotation, mirror and shift per sample.
+
+    Mirroring flips one horizontal axis (never the up axis). Shifts roll the grid; the
+    object occupies ``object_size`` of ``R`` cells, so small shifts never wrap it around.
+    """
+    b, k = grids.shape[:2]
+    rot = torch.randint(0, k, (b,), generator=generator) if rotate else torch.zeros(b, dtype=torch.long)
+    x = grids[torch.arange(b), rot].float()  # (B, R, R, R)
+    horizontal = [a for a in range(3) if a != _AXES[up_axis]]
+    flips = torch.randint(0, 2, (b,), generator=generator) if mirror else torch.zeros(b, dtype=torch.long)
+    shifts = (torch.randint(-translate, translate + 1, (b, 3), generator=generator)
+              if translate > 0 else torch.zeros(b, 3, dtype=torch.long))
+    out = []
+    for i in range(b):
+        v = x[i]
+        if flips[i]:
+            v = v.flip(horizontal[0])
+        if translate > 0:
+            v = v.roll(tuple(shifts[i].tolist()), dims=(0, 1, 2))
+        out.append(v)
+    return torch.stack(out).unsqueeze(1)
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Per-sample weights giving each class equal total probability (class-balanced sampling)."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    w = 1.0 / np.maximum(counts[labels], 1)
+    return torch.as_tensor(w / w.sum(), dtype=torch.float64)

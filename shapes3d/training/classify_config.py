@@ -1,0 +1,68 @@
+"""Configuration of the voxel classification pipeline (``configs/voxnet.toml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shapes3d.config import option
+from shapes3d.data.configs import VoxelCacheConfig
+
+
+@dataclass(frozen=True)
+class VoxNetConfig:
+    """VoxNet architecture (Maturana & Scherer 2015 defaults)."""
+
+    filters: tuple[int, int] = option((32, 32), "Filters of the 5^3/stride-2 and 3^3 conv layers.")
+    hidden: int = option(128, "Width of the hidden fully connected layer.")
+    dropout: tuple[float, float, float] = option((0.2, 0.3, 0.4), "Dropout after conv1, after the pool, after fc1.")
+    batch_norm: bool = option(False, "Add batch normalisation after each conv and fc1 (not in the paper).")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation (rotations come from the voxel cache's copies)."""
+
+    rotate: bool = option(True, "Pick a random cached rotation about the up axis per sample.")
+    mirror: bool = option(True, "Randomly mirror across a vertical plane (keeps the up axis).")
+    translate: int = option(2, "Random shift of up to this many voxels along each axis.")
+    balanced: bool = option(False, "Sample classes with equal probability instead of by frequency.")
+
+
+@dataclass(frozen=True)
+class ClassifyTrainConfig:
+    """Optimisation and bookkeeping."""
+
+    epochs: int = option(40, "Training epochs.")
+    batch_size: int = option(32, "Shapes per batch.")
+    optimizer: str = option("adam", "adam or sgd (momentum 0.9, as in the paper).")
+    lr: float = option(1e-3, "Initial learning rate.")
+    weight_decay: float = option(0.0, "L2 weight decay.")
+    schedule: str = option("cosine", "Learning-rate schedule: cosine, step or none.")
+    step_epochs: int = option(10, "Step schedule: decay every this many epochs.")
+    gamma: float = option(0.5, "Step schedule: multiply the learning rate by this.")
+    label_smoothing: float = option(0.0, "Cross-entropy label smoothing.")
+    val_fraction: float = option(0.1, "Fraction of each training class held out for validation (0: none).")
+    seed: int = option(0, "Seed of the split, initialisation, data order and augmentation.")
+    device: str = option("auto", "auto (CUDA when present), cpu, or cuda[:N].")
+    workers: int = option(1, "Preprocessing worker processes for building the voxel cache.")
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "step", "none"):
+            raise ValueError(f"schedule must be 'cosine', 'step' or 'none', got {self.schedule!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """Voxel classification: data -> VoxNet -> training."""
+
+    data: VoxelCacheConfig = option(doc="How shapes become voxel grids.", factory=VoxelCacheConfig)
+    model: VoxNetConfig = option(doc="Network architecture.", factory=VoxNetConfig)
+    augment: AugmentConfig = option(doc="Training augmentation.", factory=AugmentConfig)
+    train: ClassifyTrainConfig = option(doc="Optimisation.", factory=ClassifyTrainConfig)
+    vote: bool = option(True, "Evaluate by averaging class probabilities over all cached rotations.")
