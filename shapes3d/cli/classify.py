@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from shapes3d.cli.common import add_config_args, config_help, resolve_config
+from shapes3d.cli.common import add_config_args, config_help, print_skipped, resolve_config
 from shapes3d.training.classify_config import ClassifyConfig
 
 DEFAULT_CACHE = Path(os.environ.get("SHAPES3D_CACHE", Path.home() / ".cache" / "shapes3d"))
@@ -65,8 +65,7 @@ def _manifest(path: Path):
 
 
 def _report_skipped(skipped) -> None:
-    for path, reason in skipped:
-        print(f"  skipped {path}: {reason}")
+    print_skipped(skipped)
 
 
 def run_train(args: argparse.Namespace) -> int:

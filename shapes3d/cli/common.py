@@ -37,3 +37,9 @@ def write_resolved_config(cfg, out_dir: str | Path, name: str = "config.toml") -
     path = Path(out_dir) / name
     atomic_write_text(path, config_to_toml(cfg, header="Resolved configuration written by shapes3d."))
     return path
+
+
+def print_skipped(skipped) -> None:
+    """One line per skipped file; our errors already name the file, so it is not repeated."""
+    for path, reason in skipped:
+        print(f"  skipped: {reason}" if str(path) in reason else f"  skipped: {path}: {reason}")

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from shapes3d.cli.common import add_config_args, config_help, resolve_config, write_resolved_config
+from shapes3d.cli.common import add_config_args, config_help, print_skipped, resolve_config, write_resolved_config
 from shapes3d.data.configs import SynthConfig, VoxelCacheConfig
 
 log = logging.getLogger("shapes3d.cli")
@@ -108,7 +108,6 @@ def run_preprocess_cmd(args: argparse.Namespace) -> int:
     report_path = args.out / f"report{suffix}.json"
     report.write(report_path)
     print(report.summary())
-    for path, reason in report.skipped:
-        print(f"  skipped {path}: {reason}")
+    print_skipped(report.skipped)
     print(f"report written to {report_path}")
     return 0
