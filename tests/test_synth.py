@@ -10,6 +10,7 @@ import pytest
 import trimesh
 
 from shapes3d.data import shapes_sdf as S
+from shapes3d.data import synth_families as F
 from shapes3d.data.synth import (
     FAMILIES,
     PARAM_RANGES,
@@ -301,12 +302,12 @@ class _Recorder(dict):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_declared_parameter_is_used_by_the_builder(family):
-    assert set(S.FAMILY_SDFS) == set(FAMILIES)
+    assert set(F.FAMILY_SDFS) == set(FAMILIES)
     ranges = PARAM_RANGES[family]
     read: set[str] = set()
     for pick in (0, 1):  # all-low then all-high values: every switch is seen both ways
         rec = _Recorder({k: r[pick] for k, r in ranges.items()})
-        S.FAMILY_SDFS[family](np.zeros((4, 3)), rec)
+        F.FAMILY_SDFS[family](np.zeros((4, 3)), rec)
         read |= rec.read
     assert read == set(ranges)
 

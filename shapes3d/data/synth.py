@@ -27,7 +27,7 @@ import numpy as np
 import trimesh
 from skimage import measure
 
-from shapes3d.data import shapes_sdf
+from shapes3d.data import synth_families
 from shapes3d.data.shapes_sdf import rotate_z
 from shapes3d.errors import CorruptFileError, MissingFileError
 from shapes3d.geometry.conventions import Grid
@@ -147,7 +147,7 @@ class SynthShape:
     def _sdf_chunk(self, p: np.ndarray) -> np.ndarray:
         s = self.params["scale"]
         local = rotate_z(p, -self.params["yaw"]) / s
-        return s * shapes_sdf.FAMILY_SDFS[self.family](local, self.params)
+        return s * synth_families.FAMILY_SDFS[self.family](local, self.params)
 
     def mesh_grid(self, *, resolution: int = 64) -> Grid:
         """The cubic corner grid (R, R, R) that :meth:`mesh` samples: the shape's bounding box plus a margin.
