@@ -117,8 +117,10 @@ def test_every_option_is_documented():
 def _config_classes():
     """Every config dataclass that a file in configs/ is loaded into."""
     from shapes3d.data.configs import SynthConfig, VoxelCacheConfig
+    from shapes3d.training.classify_config import ClassifyConfig
 
-    return {"synth.toml": (SynthConfig, None), "voxels.toml": (VoxelCacheConfig, None)}
+    return {"synth.toml": (SynthConfig, None), "voxels.toml": (VoxelCacheConfig, None),
+            "voxnet.toml": (ClassifyConfig, None)}
 
 
 def test_shipped_configs_load_strictly_and_are_documented():
@@ -127,5 +129,11 @@ def test_shipped_configs_load_strictly_and_are_documented():
     assert shipped <= set(classes), f"configs without a loader test: {shipped - set(classes)}"
     for name, (cls, section) in classes.items():
         cfg = load_config(cls, CONFIG_DIR / name, section=section)
-        for f in dataclasses.fields(cfg):
-            assert f.metadata.get("doc"), f"{cls.__name__}.{f.name} has no docstring"
+        _assert_documented(cfg)
+
+
+def _assert_documented(cfg):
+    for f in dataclasses.fields(cfg):
+        assert f.metadata.get("doc"), f"{type(cfg).__name__}.{f.name} has no docstring"
+        if dataclasses.is_dataclass(getattr(cfg, f.name)):
+            _assert_documented(getattr(cfg, f.name))
