@@ -115,7 +115,7 @@ def test_end_to_end_from_real_config(tiny_synth, tmp_path, capsys):
     assert main(["-q", "classify", "predict", str(run / "best.pt"), str(tiny_synth / "mug" / "test"), str(bad),
                  "--top-k", "2"]) == 0
     out = capsys.readouterr().out
-    assert "mug_0005.off: " in out and f"skipped {bad}: {bad}: truncated" in out
+    assert "mug_0005.off: " in out and f"skipped: {bad}: truncated" in out
     assert main(["-q", "classify", "filters", str(run / "best.pt")]) == 0
     assert (run / "filters.png").stat().st_size > 0
 
