@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from shapes3d.cli.main import main
@@ -78,3 +79,20 @@ def test_config_errors_reach_the_user(tmp_path, capsys):
     assert f"error: {bad}: key 'per_class' expects int, got str 'many'" in capsys.readouterr().err
     assert main(["data", "preprocess", str(tmp_path / "nope"), "--out", str(tmp_path / "c")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_render_sheet(tmp_path, capsys):
+    import trimesh
+    from PIL import Image
+
+    mesh_path = tmp_path / "box.ply"
+    trimesh.creation.box(extents=(1, 2, 0.5)).export(mesh_path)
+    bad = tmp_path / "bad.obj"
+    bad.write_text("v 0 0 0\nf 1 2 3\n")
+    out = tmp_path / "sheet.png"
+    assert main(["-q", "render", str(mesh_path), str(bad), "--views", "3", "--size", "32", "--modes", "shaded",
+                 "silhouette", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"skipped: {bad}: " in text and "2 rows x 3 views" in text
+    img = np.asarray(Image.open(out).convert("L"), dtype=float) / 255
+    assert img.shape[1] >= 3 * 32 and img.min() < 0.1  # the silhouette row has dark pixels
