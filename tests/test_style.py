@@ -1,0 +1,62 @@
+"""Image style jobs: texture synthesis and transfer through the CLI and the Python API."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shapes3d.cli.main import main
+from shapes3d.config import load_config
+from shapes3d.pretrained import find_vgg_weights
+from shapes3d.training.style import style_transfer, synthesize_texture, to_image_tensor
+from shapes3d.training.style_config import StyleConfig
+
+
+def _cfg(**kw) -> StyleConfig:
+    base = {"size": 32, "steps": 4, "device": "cpu", "style_layers": ("relu1_1", "relu2_1"),
+            "content_layers": ("relu2_1",), "weights": "random"}
+    base.update(kw)
+    return StyleConfig(**base)
+
+
+def test_transfer_with_zero_style_weight_keeps_the_content():
+    torch.manual_seed(0)
+    content = torch.rand(1, 3, 32, 32)
+    style = torch.rand(1, 3, 32, 32)
+    res = style_transfer(content, style, _cfg(style_weight=0.0, init="content"))
+    torch.testing.assert_close(res.image, content, atol=1e-6, rtol=0)
+    assert res.history[-1]["content"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_texture_loss_decreases_and_output_is_an_image():
+    torch.manual_seed(0)
+    example = to_image_tensor((np.random.default_rng(0).random((40, 60)) * 255).astype(np.uint8), 32)
+    assert example.shape == (1, 3, 21, 32)
+    res = synthesize_texture(example, _cfg(steps=6))
+    assert res.image.shape == example.shape and 0 <= res.image.min() and res.image.max() <= 1
+    assert res.history[-1]["total"] < res.history[0]["total"]
+
+
+def test_cli_texture_from_skimage_with_real_weights(tmp_path, capsys):
+    cfg = load_config(StyleConfig, "configs/style.toml")
+    if not any(s.found for s in find_vgg_weights(cfg.arch)):
+        pytest.skip(f"no pretrained {cfg.arch} weights installed")
+    out = tmp_path / "tex"
+    assert main(["-q", "style", "texture", "skimage:brick", "--out", str(out), "--set", "size=32",
+                 "--set", "steps=8", "--set", "style_layers=['relu1_1', 'relu2_1', 'relu3_1']"]) == 0
+    text = capsys.readouterr().out
+    ratio = float(text.rsplit("(", 1)[1].split("x lower")[0].split(",")[-1])
+    assert ratio > 10, text
+    img = Image.open(out / "texture.png")
+    assert img.size == (32, 32) and (out / "loss.png").exists() and (out / "config.toml").exists()
+
+
+def test_cli_reports_a_bad_image(tmp_path, capsys):
+    bad = tmp_path / "x.png"
+    bad.write_bytes(b"not a png")
+    assert main(["style", "texture", str(bad), "--out", str(tmp_path)]) == 2
+    assert f"error: {bad}: not a readable image" in capsys.readouterr().err
+    assert main(["style", "texture", "skimage:nope", "--out", str(tmp_path)]) == 2
+    assert "scikit-image has no sample image 'nope'" in capsys.readouterr().err
