@@ -1,0 +1,125 @@
+"""SDF samples of many shapes, and the balanced sampler DeepSDF trains with.
+
+Per shape, samples with SDF > 0 (``pos``, (P, 4) rows ``x, y, z, sdf``) and SDF <= 0
+(``neg``, (Q, 4)) are kept apart, as in the official release's npz files and
+:class:`shapes3d.geometry.sampling.SDFSamples` (which :class:`SDFDataset` accepts as is), so that every
+step can draw half of its samples from each side: near-surface samples dominate and
+the sign balance keeps thin parts from being washed out. Each shape also carries the
+normalisation that mapped its mesh into the unit sphere (``offset`` (3,), ``scale``),
+``x_normalised = (x_mesh - offset) * scale`` (the geometry layer's convention), so reconstructions can be mapped back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class ShapeSamples:
+    """Samples with SDF > 0 (P, 4) and SDF <= 0 (Q, 4) ``[x, y, z, sdf]`` of one shape, plus its normalisation."""
+
+    pos: np.ndarray
+    neg: np.ndarray
+    offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("pos", "neg"):
+            a = np.asarray(getattr(self, name), dtype=np.float32)
+            if a.ndim != 2 or a.shape[1] != 4:
+                raise ValueError(f"{name} must have shape (N, 4) [x, y, z, sdf], got {a.shape}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"{name} contains NaN or inf values")
+            object.__setattr__(self, name, a)
+        if len(self.pos) + len(self.neg) == 0:
+            raise ValueError("a shape needs at least one SDF sample (pos and neg are both empty)")
+        if (self.pos[:, 3] <= 0).any() or (self.neg[:, 3] > 0).any():
+            raise ValueError("pos must hold SDF > 0 and neg SDF <= 0 (negative inside)")
+
+
+def split_by_sign(points: np.ndarray, sdf: np.ndarray, **normalisation) -> ShapeSamples:
+    """Points (N, 3) and SDF values (N,) -> :class:`ShapeSamples` (SDF > 0 goes to ``pos``, the rest to ``neg``)."""
+    points = np.asarray(points, dtype=np.float32)
+    sdf = np.asarray(sdf, dtype=np.float32).reshape(-1)
+    if points.ndim != 2 or points.shape[1] != 3 or len(points) != len(sdf):
+        raise ValueError(f"points must be (N, 3) matching sdf (N,), got {points.shape} and {sdf.shape}")
+    rows = np.concatenate([points, sdf[:, None]], axis=1)
+    return ShapeSamples(rows[sdf > 0], rows[sdf <= 0], **normalisation)
+
+
+def samples_from_sdf(sdf_fn: Callable[[np.ndarray], np.ndarray], surface_points: np.ndarray, *, n: int,
+                     variances: Sequence[float] = (0.005, 0.0005), uniform_fraction: float = 0.1, bound: float = 1.0,
+                     seed: int = 0) -> ShapeSamples:
+    """DeepSDF-style samples of an analytic SDF: Gaussian perturbations of surface points plus uniform ones.
+
+    ``surface_points`` (M, 3) lie on the zero level set; ``variances`` are the official
+    recipe's per-coordinate jitter (as :mod:`shapes3d.geometry.sampling`); a ``uniform_fraction`` of the
+    ``n`` samples is uniform in ``[-bound, bound]^3``. Meshes are sampled by the geometry
+    layer; this helper serves analytic shapes (tests, benchmarks).
+    """
+    rng = np.random.default_rng(seed)
+    surface_points = np.asarray(surface_points, dtype=np.float64)
+    if surface_points.ndim != 2 or surface_points.shape[1] != 3 or len(surface_points) == 0:
+        raise ValueError(f"surface_points must be a non-empty (M, 3) array, got {surface_points.shape}")
+    n_uniform = int(round(n * uniform_fraction))
+    per_std = (n - n_uniform) // len(variances)
+    parts = [rng.uniform(-bound, bound, size=(n - per_std * len(variances), 3))]
+    for var in variances:
+        base = surface_points[rng.integers(0, len(surface_points), per_std)]
+        parts.append(base + rng.normal(0.0, np.sqrt(var), size=base.shape))
+    pts = np.concatenate(parts)
+    return split_by_sign(pts, np.asarray(sdf_fn(pts), dtype=np.float64))
+
+
+class SDFDataset:
+    """Many shapes' samples held as tensors; :meth:`sample` draws a balanced batch.
+
+    ``shapes``: :class:`ShapeSamples` or any object with ``pos``/``neg`` (and optionally
+    ``offset``/``scale``) attributes, e.g. the geometry layer's ``SDFSamples``.
+    """
+
+    def __init__(self, shapes: Sequence, names: Sequence[str] | None = None) -> None:
+        if len(shapes) == 0:
+            raise ValueError("SDFDataset needs at least one shape")
+        self.names = [f"shape_{i:04d}" for i in range(len(shapes))] if names is None else [str(n) for n in names]
+        if len(self.names) != len(shapes):
+            raise ValueError(f"got {len(shapes)} shapes but {len(self.names)} names")
+        shapes = [s if isinstance(s, ShapeSamples) else
+                  ShapeSamples(s.pos, s.neg, tuple(np.asarray(getattr(s, "offset", (0, 0, 0)), float).tolist()),
+                               float(getattr(s, "scale", 1.0))) for s in shapes]
+        self.pos = [torch.from_numpy(s.pos) for s in shapes]
+        self.neg = [torch.from_numpy(s.neg) for s in shapes]
+        self.offsets = torch.tensor([s.offset for s in shapes], dtype=torch.float64)
+        self.scales = torch.tensor([s.scale for s in shapes], dtype=torch.float64)
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+    def sample(self, shape_indices: torch.Tensor, samples_per_shape: int, *,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Balanced samples of shapes (B,): xyz (B*S, 3) and sdf (B*S,), grouped by shape in that order.
+
+        Each shape gives ``S // 2`` positive and ``S - S // 2`` negative samples, drawn
+        uniformly with replacement (so short sides simply repeat); a shape with no
+        samples on one side takes all S from the other.
+        """
+        if samples_per_shape < 1:
+            raise ValueError(f"samples_per_shape must be >= 1, got {samples_per_shape}")
+        rows = []
+        for i in shape_indices.tolist():
+            if not 0 <= i < len(self):
+                raise IndexError(f"shape index {i} out of range for {len(self)} shapes")
+            pos, neg = self.pos[i], self.neg[i]
+            n_pos = samples_per_shape // 2 if len(neg) else samples_per_shape
+            n_pos = n_pos if len(pos) else 0
+            n_neg = samples_per_shape - n_pos
+            for side, k in ((pos, n_pos), (neg, n_neg)):
+                if k:
+                    rows.append(side[torch.randint(0, len(side), (k,), generator=generator)])
+        batch = torch.cat(rows)
+        return batch[:, :3].contiguous(), batch[:, 3].contiguous()
+
