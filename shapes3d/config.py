@@ -230,6 +230,15 @@ def load_config(
     return _build(cls, data, source=source)
 
 
+def apply_overrides(cfg: C, overrides: Sequence[str]) -> C:
+    """A copy of ``cfg`` with ``key=value`` overrides applied and validated (e.g. a checkpoint's config)."""
+    data = config_to_dict(cfg)
+    for text in overrides:
+        key, value = parse_override(text)
+        _apply_override(data, type(cfg), key, value)
+    return _build(type(cfg), data, source=f"--set {' '.join(overrides)}")
+
+
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """Plain nested dict of a config (tuples -> lists, paths -> str); the inverse of config_from_dict."""
     def conv(v: Any) -> Any:
@@ -292,6 +301,6 @@ def describe_config(cls, *, prefix: str = "") -> list[tuple[str, str, str, str]]
 
 __all__ = [
     "option", "field_docs", "load_config", "config_from_dict", "config_to_dict", "config_to_toml",
-    "parse_override", "describe_config", "ConfigError",
+    "parse_override", "describe_config", "apply_overrides", "ConfigError",
 ]
 _ = typing  # keep typing importable for forward references in configs

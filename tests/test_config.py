@@ -140,3 +140,12 @@ def _assert_documented(cfg):
         assert f.metadata.get("doc"), f"{type(cfg).__name__}.{f.name} has no docstring"
         if dataclasses.is_dataclass(getattr(cfg, f.name)):
             _assert_documented(getattr(cfg, f.name))
+
+
+def test_apply_overrides_to_a_loaded_config():
+    from shapes3d.config import apply_overrides
+
+    cfg = apply_overrides(Outer(), ["inner.lr=0.25", "epochs=5"])
+    assert cfg.inner.lr == 0.25 and cfg.epochs == 5 and cfg.name == "x"
+    with pytest.raises(ConfigError, match="unknown key 'inner.nope'"):
+        apply_overrides(Outer(), ["inner.nope=1"])

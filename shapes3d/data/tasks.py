@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from shapes3d.geometry.io import load_geometry
+from shapes3d.geometry.io import load_geometry, load_mesh
 from shapes3d.geometry.normalize import normalize
+from shapes3d.geometry.sampling import SDFSampleConfig, sample_sdf
 from shapes3d.geometry.voxelize import voxelize_points, voxelize_solid
 
 VOXELS_VERSION = "2"
@@ -76,3 +77,17 @@ def voxelize_geometry(
 def voxel_task(path: str | Path, **params) -> dict[str, np.ndarray]:
     """Load a mesh or point cloud file and :func:`voxelize_geometry` it (params as there)."""
     return voxelize_geometry(load_geometry(path), **params)
+
+
+SDF_VERSION = "1"
+
+
+def sdf_task(path: str | Path, *, seed: int = 0, **sample_options) -> dict[str, np.ndarray]:
+    """A mesh file -> DeepSDF samples ``pos`` (P, 4), ``neg`` (Q, 4) plus its normalisation ``offset``, ``scale``.
+
+    ``sample_options`` are :class:`~shapes3d.geometry.sampling.SDFSampleConfig` fields.
+    """
+    cfg = SDFSampleConfig(**{**sample_options, "variances": tuple(sample_options.get("variances", (0.005, 0.0005)))})
+    s = sample_sdf(load_mesh(path), config=cfg, seed=seed)
+    return {"pos": s.pos, "neg": s.neg, "offset": np.asarray(s.offset, np.float64),
+            "scale": np.asarray(s.scale, np.float64)}
