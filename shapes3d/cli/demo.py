@@ -11,11 +11,15 @@ from shapes3d.cli.common import resolve_config
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run the pipelines end to end on the built-in synthetic dataset",
-                       description="Write the built-in dataset, voxelize it through the preprocessing framework, "
-                                   "train and evaluate a VoxNet classifier on it; results land in --out.")
+                       description="Write the built-in dataset; voxelize it and train + evaluate a VoxNet classifier; "
+                                   "train a small DeepSDF on a few shapes, fit a held-out shape from full and partial "
+                                   "data, interpolate and extract meshes; render contact sheets; synthesise a texture "
+                                   "from a scikit-image sample. Results land in --out.")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     p.add_argument("--per-class", type=int, default=16, help="shapes per family (default 16)")
     p.add_argument("--workers", type=int, default=1, help="preprocessing worker processes (default 1)")
+    p.add_argument("--skip-sdf", action="store_true", help="skip the DeepSDF part")
+    p.add_argument("--skip-style", action="store_true", help="skip the texture synthesis")
     p.add_argument("--config", default="voxnet.toml", help="classification config (default configs/voxnet.toml)")
     p.add_argument("--set", dest="overrides", action="append",
                    default=["data.rotations=8", "train.epochs=20", "train.val_fraction=0.0"],
@@ -33,18 +37,18 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out: Path = args.out
     data_dir = out / "data"
-    print(f"[1/3] built-in dataset: {args.per_class} shapes x {len(FAMILIES)} families -> {data_dir}")
+    print(f"[1/6] built-in dataset: {args.per_class} shapes x {len(FAMILIES)} families -> {data_dir}")
     write_dataset(data_dir, per_class=args.per_class, seed=0, families=FAMILIES, test_fraction=0.25, resolution=64)
     manifest = discover(data_dir)
     manifest.save_csv(out / "manifest.csv")
     cfg = resolve_config(ClassifyConfig, args)
-    print(f"[2/3] voxelize {len(manifest)} shapes ({cfg.data.rotations} rotations each) and train VoxNet "
+    print(f"[2/6] voxelize {len(manifest)} shapes ({cfg.data.rotations} rotations each) and train VoxNet "
           f"for {cfg.train.epochs} epochs -> {out / 'classify'}")
     cache = out / "cache"
     train_set, _ = build_voxel_set(manifest.filter(split="train").entries, cfg.data, cache_dir=cache,
                                    workers=args.workers, desc="voxelize train")
     result = train(cfg, train_set, out / "classify")
-    print(f"[3/3] evaluate on the test split with voting over {cfg.data.rotations} rotations")
+    print(f"[3/6] evaluate on the test split with voting over {cfg.data.rotations} rotations")
     test_set, _ = build_voxel_set(manifest.filter(split="test").entries, cfg.data, cache_dir=cache,
                                   classes=train_set.classes, workers=args.workers, desc="voxelize test")
     from shapes3d.training.classify import load_classifier
@@ -53,5 +57,64 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate(model, cfg, test_set, out / "classify" / "eval-test")
     print(f"    test accuracy {metrics['overall_accuracy']:.3f} (mean class {metrics['mean_class_accuracy']:.3f}) "
           f"on {metrics['n']} shapes; confusion matrix {out / 'classify' / 'eval-test' / 'confusion.png'}")
+    if not args.skip_sdf:
+        _deepsdf_part(out, data_dir)
+    _render_part(out, data_dir)
+    if not args.skip_style:
+        _style_part(out)
     print(f"done in {time.perf_counter() - t0:.0f} s; outputs in {out}")
     return 0
+
+
+def _call(*argv: str) -> None:
+    """Run one shapes3d command; a failure stops the demo."""
+    from shapes3d.cli.main import main
+    from shapes3d.errors import Shapes3DError
+
+    if main(list(argv)) != 0:
+        raise Shapes3DError(f"demo step failed: shapes3d {' '.join(argv)}")
+
+
+# A DeepSDF small enough for a CPU demo: same architecture family, fewer and narrower layers.
+DEMO_SDF = ["model.hidden=128", "model.layers=6", "model.skip_at=[3]", "model.latent_size=32", "model.dropout=0.0",
+            "train.epochs=150", "train.samples_per_shape=4096", "train.lr_decoder=0.002", "train.lr_codes=0.004",
+            "samples.n_samples=50000", "samples.n_uniform=5000", "fit.iterations=300", "fit.lr_drop_at=200",
+            "fit.samples_per_iter=4000", "fit.init_std=0.3", "fit.restarts=2"]
+DEMO_SDF_SHAPES = ("mug", "bowl", "bottle", "ring")
+
+
+def _deepsdf_part(out: Path, data_dir: Path) -> None:
+    run = out / "deepsdf"
+    train_dir = out / "deepsdf-data"
+    train_dir.mkdir(parents=True, exist_ok=True)
+    # two training shapes per family, listed in a manifest (no copies)
+    rows = ["class,split,path"] + [f"{fam},train,{(data_dir / fam / 'train' / f'{fam}_{i:04d}.off').resolve()}"
+                                   for fam in DEMO_SDF_SHAPES for i in (1, 2)]
+    (train_dir / "manifest.csv").write_text("\n".join(rows) + "\n")
+    sets = [x for kv in DEMO_SDF for x in ("--set", kv)]
+    print(f"[4/6] DeepSDF: train on {2 * len(DEMO_SDF_SHAPES)} shapes, fit a held-out mug (full and one depth view), "
+          f"interpolate -> {run}")
+    _call("sdf", "train", "--data", str(train_dir / "manifest.csv"), "--out", str(run), "--cache",
+          str(out / "cache"), *sets)
+    held_out = next(iter(sorted((data_dir / "mug" / "test").glob("*.off"))))
+    _call("sdf", "fit", str(run / "last.pt"), str(held_out), "--resolution", "64")
+    _call("sdf", "fit", str(run / "last.pt"), str(held_out), "--partial", "depth", "--resolution", "64")
+    _call("sdf", "interpolate", str(run / "last.pt"), "mug_0001", "ring_0001", "--steps", "5", "--resolution", "64")
+    _call("sdf", "extract", str(run / "last.pt"), "--resolution", "64")
+    _call("sdf", "evaluate", str(run / "last.pt"), "--resolution", "64")
+
+
+def _render_part(out: Path, data_dir: Path) -> None:
+    shapes = [next(iter(sorted((data_dir / fam / "train").glob("*.off")))) for fam in sorted(p.name for p in
+              data_dir.iterdir() if p.is_dir())]
+    print(f"[5/6] render a multi-view sheet of {len(shapes)} shapes -> {out / 'renders.png'}")
+    _call("render", *map(str, shapes), "--views", "4", "--size", "96", "--out", str(out / "renders.png"))
+    meshes = sorted((out / "deepsdf" / "meshes").glob("*.ply")) + sorted((out / "deepsdf" / "fits").glob("*.ply"))
+    if meshes:
+        _call("render", *map(str, meshes), "--views", "4", "--size", "96", "--out", str(out / "deepsdf-renders.png"))
+
+
+def _style_part(out: Path) -> None:
+    print(f"[6/6] texture synthesis from scikit-image's brick -> {out / 'texture'}")
+    _call("style", "texture", "skimage:brick", "--out", str(out / "texture"), "--set", "size=96",
+          "--set", "steps=40")
