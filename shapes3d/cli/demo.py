@@ -78,8 +78,8 @@ def _call(*argv: str) -> None:
 # A DeepSDF small enough for a CPU demo: same architecture family, fewer and narrower layers.
 DEMO_SDF = ["model.hidden=128", "model.layers=6", "model.skip_at=[3]", "model.latent_size=32", "model.dropout=0.0",
             "train.epochs=150", "train.samples_per_shape=4096", "train.lr_decoder=0.002", "train.lr_codes=0.004",
-            "samples.n_samples=50000", "samples.n_uniform=5000", "fit.iterations=300", "fit.lr_drop_at=200",
-            "fit.samples_per_iter=4000", "fit.init_std=0.3", "fit.restarts=2"]
+            "samples.n_samples=50000", "samples.n_uniform=5000", "fit.iterations=150", "fit.lr_drop_at=100",
+            "fit.samples_per_iter=2000", "fit.init_std=0.3", "fit.restarts=2"]
 DEMO_SDF_SHAPES = ("mug", "bowl", "bottle", "ring")
 
 
@@ -101,7 +101,7 @@ def _deepsdf_part(out: Path, data_dir: Path) -> None:
     _call("sdf", "fit", str(run / "last.pt"), str(held_out), "--partial", "depth", "--resolution", "64")
     _call("sdf", "interpolate", str(run / "last.pt"), "mug_0001", "ring_0001", "--steps", "5", "--resolution", "64")
     _call("sdf", "extract", str(run / "last.pt"), "--resolution", "64")
-    _call("sdf", "evaluate", str(run / "last.pt"), "--resolution", "64")
+    _call("sdf", "evaluate", str(run / "last.pt"), "--resolution", "64", "--points", "10000")
 
 
 def _render_part(out: Path, data_dir: Path) -> None:

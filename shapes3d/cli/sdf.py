@@ -73,6 +73,8 @@ def register(sub) -> None:
                                  "frame: Chamfer (DeepSDF convention, x10^3), F-score, normal consistency, IoU.")
     v.add_argument("checkpoint", type=Path)
     v.add_argument("--resolution", type=int, default=128)
+    v.add_argument("--points", type=int, default=30000, help="surface points per mesh for the metrics (DeepSDF: 30 000)")
+    v.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N shapes")
     v.add_argument("--out", type=Path, default=None)
     v.set_defaults(handler=run_evaluate)
 
@@ -243,7 +245,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model = load_deepsdf(args.checkpoint)
     out = args.out or args.checkpoint.parent / "evaluate"
     rows, skipped = [], []
-    for k, name in enumerate(model.names):
+    for k, name in enumerate(model.names[: args.limit]):
         label, code, t = _code(model, str(k))
         try:
             gt = load_mesh(name)
@@ -254,7 +256,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if res.empty:
             skipped.append((name, f"reconstruction has no surface ({res.reason})"))
             continue
-        m = reconstruction_metrics(res.mesh, gt, t)
+        m = reconstruction_metrics(res.mesh, gt, t, n_points=args.points)
         rows.append({"shape": name, **{k2: v for k2, v in m.items() if np.isscalar(v)}})
         print(f"{label}: Chamfer x1e3 {m['chamfer_deepsdf_x1e3']:.3f}")
     if not rows:
