@@ -116,5 +116,5 @@ def _render_part(out: Path, data_dir: Path) -> None:
 
 def _style_part(out: Path) -> None:
     print(f"[6/6] texture synthesis from scikit-image's brick -> {out / 'texture'}")
-    _call("style", "texture", "skimage:brick", "--out", str(out / "texture"), "--set", "size=96",
-          "--set", "steps=40")
+    _call("style", "texture", "skimage:brick", "--out", str(out / "texture"), "--set", "size=64",
+          "--set", "steps=30")
