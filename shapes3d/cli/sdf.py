@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 from pathlib import Path
@@ -240,7 +238,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from shapes3d.geometry.io import load_mesh
     from shapes3d.training.sdf import load_deepsdf
     from shapes3d.training.sdf_pipeline import extract_shape, reconstruction_metrics
-    from shapes3d.utils.io import atomic_write_text
+    from shapes3d.utils.io import atomic_write_csv, atomic_write_text
 
     model = load_deepsdf(args.checkpoint)
     out = args.out or args.checkpoint.parent / "evaluate"
@@ -261,11 +259,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"{label}: Chamfer x1e3 {m['chamfer_deepsdf_x1e3']:.3f}")
     if not rows:
         raise Shapes3DError("no shape could be evaluated")
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(out / "metrics.csv", buf.getvalue())
+    atomic_write_csv(out / "metrics.csv", rows)
     keys = [k for k in rows[0] if k != "shape"]
     summary: dict = {}
     for k in keys:

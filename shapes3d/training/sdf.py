@@ -11,8 +11,6 @@ learning rates are a pure function of the epoch (step decay), so no scheduler st
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import logging
 import time
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ from shapes3d.training.checkpoint import load_checkpoint, require_keys, save_che
 from shapes3d.training.plots import plot_curves
 from shapes3d.training.sdf_config import DeepSDFConfig, SDFTrainConfig
 from shapes3d.utils.device import pick_device
-from shapes3d.utils.io import atomic_write_text
+from shapes3d.utils.io import atomic_write_csv, atomic_write_text
 from shapes3d.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -182,12 +180,7 @@ def _payload(cfg, data, decoder, codes, opt, epoch, gen, device, history) -> dic
 
 
 def _write_log(history: list[dict], out: Path) -> None:
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(history)
-    atomic_write_text(out / "log.csv", buf.getvalue())
+    atomic_write_csv(out / "log.csv", history)
     plot_curves([{"epoch": h["epoch"], "train_loss": h["train_loss"], "train_sdf": h["train_sdf"]} for h in history],
                 out / "curves.png", title="DeepSDF training")
 

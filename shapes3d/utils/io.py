@@ -68,3 +68,16 @@ def data_root() -> Path:
         return Path(env).expanduser()
     project = Path(__file__).resolve().parents[2]
     return (project.parent / "shared" / "data").resolve()
+
+
+def atomic_write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Rows of dicts as CSV (columns: every key, in first-seen order), written atomically."""
+    import csv
+    import io
+
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
