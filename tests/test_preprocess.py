@@ -390,3 +390,14 @@ def test_real_modelnet_points_shard_and_rerun(real_data, tmp_path):
         assert arrays["lo"].shape == (3,) and np.all(arrays["lo"] <= arrays["hi"])
     again = run_preprocess(entries, real_points, params={}, cache_dir=tmp_path / "c", shard="1/2")
     assert (again.computed, again.cached) == (0, 6)
+
+
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
+    import os
+
+    from shapes3d.utils.io import atomic_write_text
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    atomic_write_text(tmp_path / "a.txt", "x")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
