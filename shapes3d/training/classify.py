@@ -9,8 +9,6 @@ continues exactly where an uninterrupted run would be.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -30,7 +28,7 @@ from shapes3d.training.checkpoint import load_checkpoint, require_keys, save_che
 from shapes3d.training.classify_config import ClassifyConfig
 from shapes3d.training.plots import plot_confusion, plot_curves
 from shapes3d.utils.device import pick_device
-from shapes3d.utils.io import atomic_write_text
+from shapes3d.utils.io import atomic_write_csv, atomic_write_text
 from shapes3d.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -197,12 +195,7 @@ def train(cfg: ClassifyConfig, train_set: VoxelSet, out_dir: str | Path, *, resu
 
 
 def _write_log(history: list[dict], out: Path) -> None:
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(history)
-    atomic_write_text(out / "log.csv", buf.getvalue())
+    atomic_write_csv(out / "log.csv", history)
     plot_curves(history, out / "curves.png", title="VoxNet training")
 
 
