@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
-from shapes3d.cli.common import add_config_args, config_help, print_skipped, resolve_config
+from shapes3d.cli.common import (
+    DEFAULT_CACHE,
+    add_config_args,
+    config_help,
+    load_manifest,
+    print_skipped,
+    resolve_config,
+)
 from shapes3d.training.classify_config import ClassifyConfig
-
-DEFAULT_CACHE = Path(os.environ.get("SHAPES3D_CACHE", Path.home() / ".cache" / "shapes3d"))
 
 
 def register(sub) -> None:
@@ -58,12 +62,6 @@ def register(sub) -> None:
     f.set_defaults(handler=run_filters)
 
 
-def _manifest(path: Path):
-    from shapes3d.data.discovery import discover, load_csv
-
-    return load_csv(path) if path.suffix.lower() == ".csv" else discover(path)
-
-
 def _report_skipped(skipped) -> None:
     print_skipped(skipped)
 
@@ -73,7 +71,7 @@ def run_train(args: argparse.Namespace) -> int:
     from shapes3d.training.classify import train
 
     cfg = resolve_config(ClassifyConfig, args)
-    manifest = _manifest(args.data)
+    manifest = load_manifest(args.data)
     train_entries = manifest.filter(split="train").entries or manifest.entries
     data, _ = build_voxel_set(train_entries, cfg.data, cache_dir=args.cache, workers=cfg.train.workers,
                               desc="voxelize train")
@@ -90,7 +88,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from shapes3d.training.classify import evaluate, load_classifier
 
     model, cfg, classes = load_classifier(args.checkpoint)
-    entries = _manifest(args.data).filter(split=args.split).entries
+    entries = load_manifest(args.data).filter(split=args.split).entries
     if not entries:
         from shapes3d.errors import Shapes3DError
         raise Shapes3DError(f"{args.data}: no shapes in split {args.split!r}")

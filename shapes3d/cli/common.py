@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from shapes3d.config import config_to_toml, describe_config, load_config
 from shapes3d.utils.io import atomic_write_text
+
+#: Content-keyed caches (voxels, SDF samples) are shared across runs: $SHAPES3D_CACHE or ~/.cache/shapes3d.
+DEFAULT_CACHE = Path(os.environ.get("SHAPES3D_CACHE", Path.home() / ".cache" / "shapes3d"))
+
+
+def load_manifest(path: Path, layout: str = "auto"):
+    """A manifest CSV, or the shapes discovered in a dataset folder."""
+    from shapes3d.data.discovery import discover, load_csv
+
+    return load_csv(path) if path.suffix.lower() == ".csv" else discover(path, layout=layout)
 
 
 def add_config_args(parser: argparse.ArgumentParser, default: str | None) -> None:

@@ -7,7 +7,14 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from shapes3d.cli.common import add_config_args, config_help, print_skipped, resolve_config, write_resolved_config
+from shapes3d.cli.common import (
+    add_config_args,
+    config_help,
+    load_manifest,
+    print_skipped,
+    resolve_config,
+    write_resolved_config,
+)
 from shapes3d.data.configs import SynthConfig, VoxelCacheConfig
 
 log = logging.getLogger("shapes3d.cli")
@@ -70,16 +77,8 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _manifest(root: Path, layout: str):
-    from shapes3d.data.discovery import discover, load_csv
-
-    if root.suffix.lower() == ".csv":
-        return load_csv(root)
-    return discover(root, layout=layout)
-
-
 def run_discover(args: argparse.Namespace) -> int:
-    manifest = _manifest(args.root, args.layout)
+    manifest = load_manifest(args.root, args.layout)
     splits = {}
     for e in manifest.entries:
         splits[e.split or "(none)"] = splits.get(e.split or "(none)", 0) + 1
@@ -99,7 +98,7 @@ def run_preprocess_cmd(args: argparse.Namespace) -> int:
     if args.config is None:
         args.config = default_cfg
     cfg = resolve_config(cls, args)
-    manifest = _manifest(args.root, args.layout)
+    manifest = load_manifest(args.root, args.layout)
     args.out.mkdir(parents=True, exist_ok=True)
     report = run_preprocess(manifest.entries, voxel_task, params=dataclasses.asdict(cfg), cache_dir=args.out,
                             workers=args.workers, shard=args.shard, desc=f"{args.task}", version=VOXELS_VERSION)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
-from shapes3d.cli.common import add_config_args, config_help, print_skipped, resolve_config
+from shapes3d.cli.common import (
+    DEFAULT_CACHE,
+    add_config_args,
+    config_help,
+    load_manifest,
+    print_skipped,
+    resolve_config,
+)
 from shapes3d.training.sdf_config import DeepSDFConfig
-
-DEFAULT_CACHE = Path(os.environ.get("SHAPES3D_CACHE", Path.home() / ".cache" / "shapes3d"))
 
 
 def register(sub) -> None:
@@ -77,18 +81,12 @@ def register(sub) -> None:
     v.set_defaults(handler=run_evaluate)
 
 
-def _manifest(path: Path):
-    from shapes3d.data.discovery import discover, load_csv
-
-    return load_csv(path) if path.suffix.lower() == ".csv" else discover(path)
-
-
 def run_train(args: argparse.Namespace) -> int:
     from shapes3d.training.sdf import train
     from shapes3d.training.sdf_pipeline import build_sdf_dataset
 
     cfg = resolve_config(DeepSDFConfig, args)
-    m = _manifest(args.data)
+    m = load_manifest(args.data)
     entries = m.filter(split=args.split).entries or m.entries
     data, report = build_sdf_dataset(entries, cfg.samples, cache_dir=args.cache)
     print(f"{len(data)} shapes sampled ({report.computed} computed, {report.cached} cached, "
