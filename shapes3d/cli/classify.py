@@ -69,17 +69,27 @@ def _report_skipped(skipped) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from shapes3d.data.voxel_dataset import build_voxel_set
     from shapes3d.training.classify import train
+    from shapes3d.training.distributed import interrupted_exit_code, is_main_process, main_process_first
 
     cfg = resolve_config(ClassifyConfig, args)
     manifest = load_manifest(args.data)
     train_entries = manifest.filter(split="train").entries or manifest.entries
-    data, _ = build_voxel_set(train_entries, cfg.data, cache_dir=args.cache, workers=cfg.train.workers,
-                              desc="voxelize train")
-    print(f"train set: {len(data)} shapes, {len(data.classes)} classes; {len(data.skipped)} skipped")
-    _report_skipped(data.skipped)
+    main = is_main_process()
+    with main_process_first():  # under torchrun, rank 0 builds the cache and the others read it
+        data, _ = build_voxel_set(train_entries, cfg.data, cache_dir=args.cache, workers=cfg.train.workers,
+                                  desc="voxelize train")
+    if main:
+        print(f"train set: {len(data)} shapes, {len(data.classes)} classes; {len(data.skipped)} skipped")
+        _report_skipped(data.skipped)
     result = train(cfg, data, args.out, resume=args.resume, stop_after=args.stop_after)
-    print(f"best validation accuracy {result.best_val_acc:.4f}; checkpoints {result.best_path}, {result.last_path}")
-    print(f"log {args.out / 'log.csv'}, curves {args.out / 'curves.png'}")
+    if result.interrupted:
+        if main:
+            print(f"interrupted by {result.interrupted}: position saved in {result.last_path}; "
+                  f"continue with the same command plus --resume")
+        return interrupted_exit_code(result.interrupted)
+    if main:
+        print(f"best validation accuracy {result.best_val_acc:.4f}; checkpoints {result.best_path}, {result.last_path}")
+        print(f"log {args.out / 'log.csv'}, curves {args.out / 'curves.png'}")
     return 0
 
 

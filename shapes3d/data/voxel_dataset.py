@@ -96,6 +96,47 @@ def stratified_split(labels: np.ndarray, fraction: float, *, seed: int) -> tuple
     return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(val, dtype=np.int64))
 
 
+def augment_params(
+    b: int,
+    k: int,
+    *,
+    generator: torch.Generator,
+    rotate: bool = True,
+    mirror: bool = True,
+    translate: int = 0,
+) -> torch.Tensor:
+    """Random augmentation of B samples with K cached rotations: (B, 5) int64 rows (rotation, flip, shift xyz).
+
+    Drawn for a whole (global) batch so that data-parallel ranks, each applying its own
+    slice with :func:`apply_augment`, consume the generator exactly as one process would.
+    """
+    rot = torch.randint(0, k, (b,), generator=generator) if rotate else torch.zeros(b, dtype=torch.long)
+    flips = torch.randint(0, 2, (b,), generator=generator) if mirror else torch.zeros(b, dtype=torch.long)
+    shifts = (torch.randint(-translate, translate + 1, (b, 3), generator=generator)
+              if translate > 0 else torch.zeros(b, 3, dtype=torch.long))
+    return torch.cat([rot[:, None], flips[:, None], shifts], dim=1)
+
+
+def apply_augment(grids: torch.Tensor, params: torch.Tensor, *, up_axis: str = "z") -> torch.Tensor:
+    """uint8 (B, K, R, R, R) and params (B, 5) from :func:`augment_params` -> float (B, 1, R, R, R).
+
+    Mirroring flips one horizontal axis (never the up axis). Shifts roll the grid; the
+    object occupies ``object_size`` of ``R`` cells, so small shifts never wrap it around.
+    """
+    b = grids.shape[0]
+    x = grids[torch.arange(b), params[:, 0]].float()  # (B, R, R, R)
+    horizontal = [a for a in range(3) if a != _AXES[up_axis]]
+    out = []
+    for i in range(b):
+        v = x[i]
+        if params[i, 1]:
+            v = v.flip(horizontal[0])
+        if params[i, 2:].any():
+            v = v.roll(tuple(params[i, 2:].tolist()), dims=(0, 1, 2))
+        out.append(v)
+    return torch.stack(out).unsqueeze(1)
+
+
 def augment_batch(
     grids: torch.Tensor,
     *,
@@ -105,27 +146,10 @@ def augment_batch(
     translate: int = 0,
     up_axis: str = "z",
 ) -> torch.Tensor:
-    """uint8 (B, K, R, R, R) -> float (B, 1, R, R, R): a random cached rotation, mirror and shift per sample.
-
-    Mirroring flips one horizontal axis (never the up axis). Shifts roll the grid; the
-    object occupies ``object_size`` of ``R`` cells, so small shifts never wrap it around.
-    """
-    b, k = grids.shape[:2]
-    rot = torch.randint(0, k, (b,), generator=generator) if rotate else torch.zeros(b, dtype=torch.long)
-    x = grids[torch.arange(b), rot].float()  # (B, R, R, R)
-    horizontal = [a for a in range(3) if a != _AXES[up_axis]]
-    flips = torch.randint(0, 2, (b,), generator=generator) if mirror else torch.zeros(b, dtype=torch.long)
-    shifts = (torch.randint(-translate, translate + 1, (b, 3), generator=generator)
-              if translate > 0 else torch.zeros(b, 3, dtype=torch.long))
-    out = []
-    for i in range(b):
-        v = x[i]
-        if flips[i]:
-            v = v.flip(horizontal[0])
-        if translate > 0:
-            v = v.roll(tuple(shifts[i].tolist()), dims=(0, 1, 2))
-        out.append(v)
-    return torch.stack(out).unsqueeze(1)
+    """uint8 (B, K, R, R, R) -> float (B, 1, R, R, R): a random cached rotation, mirror and shift per sample."""
+    params = augment_params(grids.shape[0], grids.shape[1], generator=generator, rotate=rotate, mirror=mirror,
+                            translate=translate)
+    return apply_augment(grids, params, up_axis=up_axis)
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ continues exactly where an uninterrupted run would be.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -21,11 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from shapes3d.config import config_from_dict, config_to_dict, config_to_toml
-from shapes3d.data.voxel_dataset import VoxelSet, augment_batch, class_weights, stratified_split
+from shapes3d.data.voxel_dataset import VoxelSet, apply_augment, augment_params, class_weights, stratified_split
 from shapes3d.errors import CheckpointError
 from shapes3d.models.voxnet import VoxNet
 from shapes3d.training.checkpoint import load_checkpoint, require_keys, save_checkpoint
 from shapes3d.training.classify_config import ClassifyConfig
+from shapes3d.training.distributed import StopFlag, batch_to, setup, wrap_ddp
 from shapes3d.training.plots import plot_confusion, plot_curves
 from shapes3d.utils.device import pick_device
 from shapes3d.utils.io import atomic_write_csv, atomic_write_text
@@ -60,15 +62,27 @@ def _scheduler(cfg: ClassifyConfig, opt: torch.optim.Optimizer):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
-def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, *, label_smoothing: float = 0.0) -> dict[str, float]:
-    """One optimisation step on a batch x (B, 1, R, R, R), y (B,); returns loss and accuracy."""
+def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, *, label_smoothing: float = 0.0,
+               loss_scale: float = 1.0, precision: str = "fp32") -> dict[str, float]:
+    """One optimisation step on a batch x (B, 1, R, R, R), y (B,); returns loss and accuracy.
+
+    ``loss_scale`` multiplies the loss before backward (data-parallel ranks with unequal
+    slices, see :mod:`shapes3d.training.distributed`); the returned loss is unscaled.
+    """
     model.train()
-    logits = model(x)
-    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    with _autocast(precision, x.device):
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * loss_scale if loss_scale != 1.0 else loss).backward()
     opt.step()
     return {"loss": loss.item(), "acc": (logits.argmax(1) == y).float().mean().item()}
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -110,29 +124,38 @@ class TrainResult:
     history: list[dict]
     best_path: Path
     last_path: Path
+    interrupted: str | None = None  # name of the signal that stopped training early (checkpoint saved)
 
 
 def train(cfg: ClassifyConfig, train_set: VoxelSet, out_dir: str | Path, *, resume: bool = False,
           stop_after: int | None = None) -> TrainResult:
     """Train on ``train_set`` (a validation split is carved from it); writes checkpoints, CSV log and curves.
 
-    ``resume`` continues from ``out_dir/last.pt``; ``stop_after`` ends this invocation after that many
-    epochs (for time-limited jobs: resume later and the result equals one uninterrupted run).
+    ``resume`` continues from ``out_dir/last.pt`` (also from the middle of an epoch);
+    ``stop_after`` ends this invocation after that many epochs (for time-limited jobs:
+    resume later and the result equals one uninterrupted run). Under ``torchrun`` each rank
+    trains on its slice of every global batch (DistributedDataParallel); SIGINT/SIGTERM
+    save the exact position and return with ``interrupted`` set.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     t = cfg.train
-    device = pick_device(t.device)
+    dist = setup(t.device)
+    device = dist.device
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(t.seed)
     gen = torch.Generator().manual_seed(t.seed)
     tr_idx, va_idx = stratified_split(train_set.labels, t.val_fraction, seed=t.seed)
     tr, va = train_set.subset(tr_idx), train_set.subset(va_idx)
     classes = train_set.classes
-    model = build_model(cfg, len(classes)).to(device, memory_format=_CL3D)
+    model = build_model(cfg, len(classes))
+    if dist.enabled and device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # CPU (gloo) keeps per-rank statistics
+    model = model.to(device, memory_format=_CL3D)
     opt = _optimizer(cfg, model)
     sched = _scheduler(cfg, opt)
     history: list[dict] = []
-    start_epoch, best = 1, -1.0
+    start_epoch, best, position = 1, -1.0, None
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume and last_path.exists():
         ck = load_checkpoint(last_path, map_location=device)
@@ -142,56 +165,98 @@ def train(cfg: ClassifyConfig, train_set: VoxelSet, out_dir: str | Path, *, resu
         sched.load_state_dict(ck["scheduler"])
         _set_rng_state(ck["rng"], gen)
         history, best, start_epoch = ck["history"], ck["best_val_acc"], ck["epoch"] + 1
-        log.info("resumed from %s at epoch %d", last_path, ck["epoch"])
-    atomic_write_text(out / "config.toml", config_to_toml(cfg, header="Resolved configuration of this run."))
-    log.info("training VoxNet (%d parameters) on %d shapes (%d validation), %d classes, device %s",
-             sum(p.numel() for p in model.parameters()), len(tr), len(va), len(classes), device)
+        position = ck.get("position")
+        log.info("resumed from %s at epoch %d%s", last_path, start_epoch,
+                 f", step {position['step']}" if position else "")
+    net = wrap_ddp(model, dist)
+    if dist.is_main:
+        atomic_write_text(out / "config.toml", config_to_toml(cfg, header="Resolved configuration of this run."))
+    log.info("training VoxNet (%d parameters) on %d shapes (%d validation), %d classes, device %s, %d rank(s)",
+             sum(p.numel() for p in model.parameters()), len(tr), len(va), len(classes), device, dist.world)
     weights = class_weights(tr.labels, len(classes)) if cfg.augment.balanced else None
-    grids_t = torch.from_numpy(tr.grids)
+    grids_t = torch.from_numpy(tr.grids)  # memory-mapped caches stay lazy: only indexed rows are read
     labels_t = torch.from_numpy(tr.labels)
+    n_batches = math.ceil(len(tr) / t.batch_size)
+    min_batch = max(2 if cfg.model.batch_norm else 1, dist.world)  # BatchNorm cannot train on one sample
+
+    def payload(epoch_done: int, pos: dict | None) -> dict:
+        return {"format": FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "epoch": epoch_done, "rng": _rng_state(gen), "history": history,
+                "config": config_to_dict(cfg), "classes": list(classes), "best_val_acc": best, "position": pos}
+
     end_epoch = t.epochs if stop_after is None else min(t.epochs, start_epoch + stop_after - 1)
-    for epoch in range(start_epoch, end_epoch + 1):
-        t0 = time.perf_counter()
-        if weights is not None:
-            order = torch.multinomial(weights, len(tr), replacement=True, generator=gen)
-        else:
-            order = torch.randperm(len(tr), generator=gen)
-        sums = {"loss": 0.0, "acc": 0.0}
-        n_batches = math.ceil(len(tr) / t.batch_size)
-        bar = progress(range(n_batches), desc=f"epoch {epoch}/{t.epochs}", unit="batch", leave=False)
-        for bi in bar:
-            idx = order[bi * t.batch_size:(bi + 1) * t.batch_size]
-            if len(idx) < 2 and cfg.model.batch_norm:
-                continue  # BatchNorm cannot train on a single sample
-            x = augment_batch(grids_t[idx], generator=gen, rotate=cfg.augment.rotate, mirror=cfg.augment.mirror,
-                              translate=cfg.augment.translate, up_axis=cfg.data.up_axis)
-            x = x.to(device).contiguous(memory_format=_CL3D)
-            stats = train_step(model, opt, x, labels_t[idx].to(device), label_smoothing=t.label_smoothing)
-            for k in sums:
-                sums[k] += stats[k] * len(idx)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{stats['loss']:.3f}")
-        sched.step()
-        row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": sums["loss"] / len(tr),
-               "train_acc": sums["acc"] / len(tr)}
-        if len(va):
-            p = predict_proba(model, va.grids, vote=cfg.vote, device=device, up_axis=cfg.data.up_axis)
-            row["val_loss"] = float(-np.log(np.maximum(p[np.arange(len(va)), va.labels], 1e-12)).mean())
-            row["val_acc"] = float((p.argmax(1) == va.labels).mean())
-        row["seconds"] = time.perf_counter() - t0
-        history.append(row)
-        score = row.get("val_acc", row["train_acc"])
-        payload = {"format": FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                   "scheduler": sched.state_dict(), "epoch": epoch, "rng": _rng_state(gen), "history": history,
-                   "config": config_to_dict(cfg), "classes": list(classes), "best_val_acc": max(best, score)}
-        if score > best:
-            best = score
-            save_checkpoint(best_path, payload)
-        save_checkpoint(last_path, payload)
-        _write_log(history, out)
-        log.info("epoch %d/%d  loss %.4f  train acc %.3f%s  %.1fs", epoch, t.epochs, row["train_loss"],
-                 row["train_acc"], f"  val acc {row['val_acc']:.3f}" if "val_acc" in row else "", row["seconds"])
+    with StopFlag() as stop:
+        for epoch in range(start_epoch, end_epoch + 1):
+            if position is not None and position["epoch"] == epoch:
+                order, first, sums, spent = position["order"], position["step"], position["sums"], position["seconds"]
+                position = None
+            else:
+                if weights is not None:
+                    order = torch.multinomial(weights, len(tr), replacement=True, generator=gen)
+                else:
+                    order = torch.randperm(len(tr), generator=gen)
+                first, sums, spent = 0, {"loss": 0.0, "acc": 0.0}, 0.0
+            t0 = time.perf_counter() - spent
+            bar = progress(range(first, n_batches), desc=f"epoch {epoch}/{t.epochs}", unit="batch", leave=False,
+                           disable=not dist.is_main)
+            for bi in bar:
+                idx = order[bi * t.batch_size:(bi + 1) * t.batch_size]
+                if len(idx) >= min_batch:
+                    params = augment_params(len(idx), grids_t.shape[1], generator=gen, rotate=cfg.augment.rotate,
+                                            mirror=cfg.augment.mirror, translate=cfg.augment.translate)
+                    mine = dist.shard(torch.arange(len(idx)))
+                    x = apply_augment(grids_t[idx[mine]], params[mine], up_axis=cfg.data.up_axis)
+                    x = batch_to(x, device).contiguous(memory_format=_CL3D)
+                    stats = train_step(net, opt, x, batch_to(labels_t[idx[mine]], device),
+                                       label_smoothing=t.label_smoothing, precision=t.precision,
+                                       loss_scale=dist.loss_scale(len(mine), len(idx)))
+                    for k in sums:
+                        sums[k] += stats[k] * len(mine)
+                    if hasattr(bar, "set_postfix"):
+                        bar.set_postfix(loss=f"{stats['loss']:.3f}")
+                step_pos = {"epoch": epoch, "step": bi + 1, "order": order, "sums": dict(sums),
+                            "seconds": time.perf_counter() - t0}
+                if stop.requested(dist):
+                    if dist.is_main:
+                        save_checkpoint(last_path, payload(epoch - 1, step_pos))
+                    log.warning("stopped by %s at epoch %d, step %d/%d; resume with --resume", stop.name, epoch,
+                                bi + 1, n_batches)
+                    return TrainResult(best, history, best_path, last_path, interrupted=stop.name)
+                if t.checkpoint_steps and (bi + 1) % t.checkpoint_steps == 0 and bi + 1 < n_batches and dist.is_main:
+                    save_checkpoint(last_path, payload(epoch - 1, step_pos))
+            sched.step()
+            total = dist.all_sum([sums["loss"], sums["acc"]])
+            row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": total[0] / len(tr),
+                   "train_acc": total[1] / len(tr)}
+            if len(va):
+                p = _predict_sharded(model, va.grids, cfg, dist)
+                row["val_loss"] = float(-np.log(np.maximum(p[np.arange(len(va)), va.labels], 1e-12)).mean())
+                row["val_acc"] = float((p.argmax(1) == va.labels).mean())
+            row["seconds"] = time.perf_counter() - t0
+            history.append(row)
+            score = row.get("val_acc", row["train_acc"])
+            improved = score > best
+            best = max(best, score)
+            if dist.is_main:
+                if improved:
+                    save_checkpoint(best_path, payload(epoch, None))
+                save_checkpoint(last_path, payload(epoch, None))
+                _write_log(history, out)
+            log.info("epoch %d/%d  loss %.4f  train acc %.3f%s  %.1fs", epoch, t.epochs, row["train_loss"],
+                     row["train_acc"], f"  val acc {row['val_acc']:.3f}" if "val_acc" in row else "", row["seconds"])
+    dist.barrier()
     return TrainResult(best, history, best_path, last_path)
+
+
+def _predict_sharded(model: VoxNet, grids: np.ndarray, cfg: ClassifyConfig, dist) -> np.ndarray:
+    """Validation probabilities (S, K): each rank predicts its rows, one all-reduce assembles them."""
+    rows = np.arange(dist.rank, len(grids), dist.world)
+    p = predict_proba(model, grids[rows], vote=cfg.vote, device=dist.device, up_axis=cfg.data.up_axis)
+    if not dist.enabled:
+        return p
+    full = torch.zeros(len(grids), p.shape[1], dtype=torch.float64)
+    full[torch.from_numpy(rows)] = torch.from_numpy(p).double()
+    return dist.all_sum_tensor(full).cpu().numpy()
 
 
 def _write_log(history: list[dict], out: Path) -> None:

@@ -45,6 +45,8 @@ class ClassifyTrainConfig:
     seed: int = option(0, "Seed of the split, initialisation, data order and augmentation.")
     device: str = option("auto", "auto (CUDA when present), cpu, or cuda[:N].")
     workers: int = option(1, "Preprocessing worker processes for building the voxel cache.")
+    precision: str = option("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or bf16.")
+    checkpoint_steps: int = option(0, "Also write last.pt every this many steps within an epoch (0: at epoch ends).")
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -53,6 +55,10 @@ class ClassifyTrainConfig:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "step", "none"):
             raise ValueError(f"schedule must be 'cosine', 'step' or 'none', got {self.schedule!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
+        if self.checkpoint_steps < 0:
+            raise ValueError(f"checkpoint_steps must be >= 0, got {self.checkpoint_steps}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 

@@ -33,10 +33,12 @@ def progress(
     desc: str = "",
     unit: str = "it",
     leave: bool = True,
+    disable: bool = False,
 ) -> Iterator[T] | tqdm:
     """Wrap ``iterable`` in a tqdm bar (rate and ETA), or a silent one when disabled.
 
     With ``iterable=None`` returns a manual bar: call ``.update(n)`` and ``.close()``.
+    ``disable`` silences this bar only (e.g. on every data-parallel rank but the first).
     """
     return tqdm(
         iterable,
@@ -44,7 +46,7 @@ def progress(
         desc=desc,
         unit=unit,
         leave=leave,
-        disable=not _enabled,
+        disable=disable or not _enabled,
         dynamic_ncols=True,
         smoothing=0.1,
     )
