@@ -19,7 +19,29 @@ from shapes3d.data.configs import SynthConfig, VoxelCacheConfig
 
 log = logging.getLogger("shapes3d.cli")
 
-TASKS = {"voxels": (VoxelCacheConfig, "voxels.toml")}
+def _voxel_task(cfg: VoxelCacheConfig):
+    from shapes3d.data.tasks import VOXELS_VERSION, voxel_task
+
+    return voxel_task, dataclasses.asdict(cfg), VOXELS_VERSION
+
+
+def _sdf_task(cfg):
+    from shapes3d.data.tasks import SDF_VERSION, sdf_task
+    from shapes3d.training.sdf_pipeline import sdf_task_params
+
+    return sdf_task, sdf_task_params(cfg.samples), SDF_VERSION
+
+
+def _deepsdf_config():
+    from shapes3d.training.sdf_config import DeepSDFConfig
+
+    return DeepSDFConfig
+
+
+# task -> (config class, default config file, cfg -> (task function, params, version)); the sdf task reads the
+# [samples] section of a DeepSDF config and writes the very cache entries `shapes3d sdf train` reads.
+TASKS = {"voxels": (lambda: VoxelCacheConfig, "voxels.toml", _voxel_task),
+         "sdf": (_deepsdf_config, "deepsdf.toml", _sdf_task)}
 
 
 def register(sub) -> None:
@@ -59,6 +81,13 @@ def register(sub) -> None:
     add_config_args(pp, None)
     pp.set_defaults(handler=run_preprocess_cmd)
 
+    m = dsub.add_parser("merge", help="merge caches written by shards (e.g. a cluster job array) into one",
+                        description="Copy every verified entry of the SOURCE cache folders into --out; entries "
+                                    "failing their checksum are left out and listed.")
+    m.add_argument("sources", nargs="+", type=Path, help="cache folders to merge")
+    m.add_argument("--out", required=True, type=Path, help="destination cache folder")
+    m.set_defaults(handler=run_merge)
+
 
 def run_synth(args: argparse.Namespace) -> int:
     from shapes3d.data.synth import FAMILIES, write_dataset
@@ -92,16 +121,16 @@ def run_discover(args: argparse.Namespace) -> int:
 
 def run_preprocess_cmd(args: argparse.Namespace) -> int:
     from shapes3d.data.preprocess import run_preprocess
-    from shapes3d.data.tasks import VOXELS_VERSION, voxel_task
 
-    cls, default_cfg = TASKS[args.task]
+    cls_fn, default_cfg, task_fn = TASKS[args.task]
     if args.config is None:
         args.config = default_cfg
-    cfg = resolve_config(cls, args)
+    cfg = resolve_config(cls_fn(), args)
+    fn, params, version = task_fn(cfg)
     manifest = load_manifest(args.root, args.layout)
     args.out.mkdir(parents=True, exist_ok=True)
-    report = run_preprocess(manifest.entries, voxel_task, params=dataclasses.asdict(cfg), cache_dir=args.out,
-                            workers=args.workers, shard=args.shard, desc=f"{args.task}", version=VOXELS_VERSION)
+    report = run_preprocess(manifest.entries, fn, params=params, cache_dir=args.out,
+                            workers=args.workers, shard=args.shard, desc=f"{args.task}", version=version)
     write_resolved_config(cfg, args.out)
     suffix = "" if report.shard is None else f"-shard{report.shard[0]}of{report.shard[1]}"
     report_path = args.out / f"report{suffix}.json"
@@ -110,3 +139,14 @@ def run_preprocess_cmd(args: argparse.Namespace) -> int:
     print_skipped(report.skipped)
     print(f"report written to {report_path}")
     return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from shapes3d.data.cache import merge_caches
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = merge_caches(args.sources, args.out)
+    print(report.summary())
+    for path, reason in report.invalid:
+        print(f"  left out: {path}: {reason}")
+    return 0 if not report.invalid else 1

@@ -27,12 +27,17 @@ from shapes3d.training.sdf_config import SDFSamplingConfig
 from shapes3d.training.sdf_fit import Observation, observations_from_depth
 
 
+def sdf_task_params(cfg: SDFSamplingConfig) -> dict:
+    """The preprocessing parameters of the SDF sampling task (they key its cache entries)."""
+    params = dataclasses.asdict(cfg)
+    params["variances"] = list(params["variances"])
+    return params
+
+
 def build_sdf_dataset(entries: Sequence[ManifestEntry | str | Path], cfg: SDFSamplingConfig, *, cache_dir,
                       workers: int = 1) -> tuple[SDFDataset, PreprocessReport]:
     """Sample (or read from the cache) every mesh; failures are skipped and listed in the report."""
-    params = dataclasses.asdict(cfg)
-    params["variances"] = list(params["variances"])
-    report = run_preprocess(entries, sdf_task, params=params, cache_dir=cache_dir, workers=workers,
+    report = run_preprocess(entries, sdf_task, params=sdf_task_params(cfg), cache_dir=cache_dir, workers=workers,
                             desc="sdf samples", version=SDF_VERSION)
     shapes, names = [], []
     for e in entries:
