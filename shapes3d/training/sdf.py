@@ -66,8 +66,8 @@ def set_learning_rates(opt: torch.optim.Optimizer, t: SDFTrainConfig, epoch: int
 
 
 def autocast_for(precision: str, device: torch.device):
-    """bf16 autocast (fp32 master weights) or a no-op context."""
-    if precision == "bf16":
+    """bf16 autocast (fp32 master weights) or a no-op context; ``auto`` is bf16 on CUDA only."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

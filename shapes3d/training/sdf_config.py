@@ -50,8 +50,8 @@ class SDFTrainConfig:
     lr_codes: float = option(1e-3, "Adam learning rate of the latent codes.")
     lr_interval: int = option(500, "Both learning rates are multiplied by lr_factor every this many epochs.")
     lr_factor: float = option(0.5, "Step-decay factor of both learning rates.")
-    precision: str = option("fp32", "fp32, or bf16 (autocast with fp32 master weights; fast only on CPUs "
-                                    "with bf16 matrix units and on CUDA).")
+    precision: str = option("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or bf16 (autocast with fp32 "
+                                    "master weights; fast only on CPUs with bf16 matrix units, or CUDA).")
     seed: int = option(0, "Seed of initialisation, sampling and dropout.")
     device: str = option("auto", "auto (CUDA when present), cpu, or cuda[:N].")
     checkpoint_every: int = option(1, "Write the checkpoint every this many epochs (and at the end).")
@@ -61,8 +61,8 @@ class SDFTrainConfig:
                self.checkpoint_every) < 1:
             raise ValueError("epochs, shapes_per_batch, samples_per_shape, lr_interval and checkpoint_every "
                              "must all be >= 1")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if not self.clamp > 0 or self.code_reg < 0 or not 0 < self.lr_factor <= 1:
             raise ValueError(f"need clamp > 0, code_reg >= 0, 0 < lr_factor <= 1; got {self.clamp}, "
                              f"{self.code_reg}, {self.lr_factor}")
