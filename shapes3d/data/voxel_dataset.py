@@ -1,7 +1,10 @@
 """Voxel datasets for classification: build from a manifest through the cache, split, augment.
 
-Grids are held as uint8 ``(S, K, R, R, R)``: S shapes, K cached rotations about the
-up axis. Augmentation happens per batch on tensors (cheap next to the forward pass).
+Grids are uint8 ``(S, K, R, R, R)``: S shapes, K cached rotations about the up axis. A
+dataset built from the cache keeps them as a :class:`GridStack` of memory-mapped cache
+entries, so training memory grows with the batch, not with the dataset (ModelNet10 at
+32^3 x 12 rotations is 1.6 GB of grids; at 64^3, 12.6 GB). Augmentation happens per batch
+on tensors (cheap next to the forward pass).
 """
 
 from __future__ import annotations
@@ -26,11 +29,65 @@ log = logging.getLogger(__name__)
 _AXES = {"x": 0, "y": 1, "z": 2}
 
 
+class GridStack:
+    """(S, K, R, R, R) grids read lazily from S per-shape arrays (e.g. memory maps into cache files).
+
+    Indexing with an integer, a slice or an integer array returns an in-memory numpy array
+    of just those shapes; :meth:`select` reads one rotation per shape.
+    """
+
+    def __init__(self, arrays: Sequence[np.ndarray]) -> None:
+        self._arrays = list(arrays)
+        if not self._arrays:
+            raise ValueError("GridStack needs at least one grid")
+        first = self._arrays[0]
+        for a in self._arrays:
+            if a.shape != first.shape or a.dtype != first.dtype:
+                raise ValueError(f"grids differ: {a.dtype}{a.shape} vs {first.dtype}{first.shape}")
+        self.shape = (len(self._arrays), *first.shape)
+        self.dtype = first.dtype
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def _rows(self, key) -> list[int]:
+        if isinstance(key, slice):
+            return list(range(*key.indices(len(self))))
+        return [int(i) for i in np.asarray(key).reshape(-1)]
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return np.asarray(self._arrays[key])
+        rows = self._rows(key)
+        if not rows:
+            return np.empty((0, *self.shape[1:]), dtype=self.dtype)
+        return np.stack([self._arrays[i] for i in rows])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+    def subset(self, index) -> GridStack:
+        return GridStack([self._arrays[i] for i in self._rows(index)])
+
+    def select(self, rows, rotations) -> np.ndarray:
+        """(B, 1, R, R, R): rotation ``rotations[b]`` of shape ``rows[b]`` (reads only those grids)."""
+        return np.stack([self._arrays[int(r)][int(k)] for r, k in zip(rows, rotations, strict=True)])[:, None]
+
+
+def select_rotations(grids, rows, rotations) -> np.ndarray:
+    """(B, 1, R, R, R) from a :class:`GridStack` or an in-memory (S, K, R, R, R) array."""
+    if isinstance(grids, GridStack):
+        return grids.select(rows, rotations)
+    return np.asarray(grids[np.asarray(rows), np.asarray(rotations)])[:, None]
+
+
 @dataclass
 class VoxelSet:
     """Shapes as cached occupancy grids with integer labels into ``classes``."""
 
-    grids: np.ndarray  # (S, K, R, R, R) uint8
+    grids: np.ndarray | GridStack  # (S, K, R, R, R) uint8
     labels: np.ndarray  # (S,) int64
     paths: list[Path]
     classes: list[str]
@@ -40,7 +97,8 @@ class VoxelSet:
         return len(self.labels)
 
     def subset(self, index: np.ndarray) -> VoxelSet:
-        return VoxelSet(self.grids[index], self.labels[index], [self.paths[i] for i in index], self.classes)
+        grids = self.grids.subset(index) if isinstance(self.grids, GridStack) else self.grids[index]
+        return VoxelSet(grids, self.labels[index], [self.paths[i] for i in index], self.classes)
 
 
 def build_voxel_set(
@@ -72,13 +130,13 @@ def build_voxel_set(
         loc = report.results.get(Path(e.path))
         if loc is None:
             continue
-        grids.append(load_cached(loc)["occupancy"])
+        grids.append(load_cached(loc, mmap=True)["occupancy"])  # verified once, then paged in on use
         labels.append(index[e.class_name])
         paths.append(Path(e.path))
     skipped += list(report.skipped)
     if not grids:
         raise Shapes3DError(f"no usable shapes out of {len(entries)} ({len(skipped)} skipped)")
-    return VoxelSet(np.stack(grids), np.asarray(labels, dtype=np.int64), paths, classes, skipped), report
+    return VoxelSet(GridStack(grids), np.asarray(labels, dtype=np.int64), paths, classes, skipped), report
 
 
 def stratified_split(labels: np.ndarray, fraction: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,15 @@ import torch
 import torch.nn.functional as F
 
 from shapes3d.config import config_from_dict, config_to_dict, config_to_toml
-from shapes3d.data.voxel_dataset import VoxelSet, apply_augment, augment_params, class_weights, stratified_split
+from shapes3d.data.voxel_dataset import (
+    GridStack,
+    VoxelSet,
+    apply_augment,
+    augment_params,
+    class_weights,
+    select_rotations,
+    stratified_split,
+)
 from shapes3d.errors import CheckpointError
 from shapes3d.models.voxnet import VoxNet
 from shapes3d.training.checkpoint import load_checkpoint, require_keys, save_checkpoint
@@ -174,7 +182,6 @@ def train(cfg: ClassifyConfig, train_set: VoxelSet, out_dir: str | Path, *, resu
     log.info("training VoxNet (%d parameters) on %d shapes (%d validation), %d classes, device %s, %d rank(s)",
              sum(p.numel() for p in model.parameters()), len(tr), len(va), len(classes), device, dist.world)
     weights = class_weights(tr.labels, len(classes)) if cfg.augment.balanced else None
-    grids_t = torch.from_numpy(tr.grids)  # memory-mapped caches stay lazy: only indexed rows are read
     labels_t = torch.from_numpy(tr.labels)
     n_batches = math.ceil(len(tr) / t.batch_size)
     min_batch = max(2 if cfg.model.batch_norm else 1, dist.world)  # BatchNorm cannot train on one sample
@@ -202,10 +209,14 @@ def train(cfg: ClassifyConfig, train_set: VoxelSet, out_dir: str | Path, *, resu
             for bi in bar:
                 idx = order[bi * t.batch_size:(bi + 1) * t.batch_size]
                 if len(idx) >= min_batch:
-                    params = augment_params(len(idx), grids_t.shape[1], generator=gen, rotate=cfg.augment.rotate,
+                    params = augment_params(len(idx), tr.grids.shape[1], generator=gen, rotate=cfg.augment.rotate,
                                             mirror=cfg.augment.mirror, translate=cfg.augment.translate)
                     mine = dist.shard(torch.arange(len(idx)))
-                    x = apply_augment(grids_t[idx[mine]], params[mine], up_axis=cfg.data.up_axis)
+                    rows, p_mine = idx[mine], params[mine].clone()
+                    # read only the drawn rotation of each shape (lazy caches: the batch, not the dataset)
+                    g = torch.from_numpy(select_rotations(tr.grids, rows.numpy(), p_mine[:, 0].numpy()))
+                    p_mine[:, 0] = 0
+                    x = apply_augment(g, p_mine, up_axis=cfg.data.up_axis)
                     x = batch_to(x, device).contiguous(memory_format=_CL3D)
                     stats = train_step(net, opt, x, batch_to(labels_t[idx[mine]], device),
                                        label_smoothing=t.label_smoothing, precision=t.precision,
@@ -248,10 +259,11 @@ def train(cfg: ClassifyConfig, train_set: VoxelSet, out_dir: str | Path, *, resu
     return TrainResult(best, history, best_path, last_path)
 
 
-def _predict_sharded(model: VoxNet, grids: np.ndarray, cfg: ClassifyConfig, dist) -> np.ndarray:
+def _predict_sharded(model: VoxNet, grids: np.ndarray | GridStack, cfg: ClassifyConfig, dist) -> np.ndarray:
     """Validation probabilities (S, K): each rank predicts its rows, one all-reduce assembles them."""
     rows = np.arange(dist.rank, len(grids), dist.world)
-    p = predict_proba(model, grids[rows], vote=cfg.vote, device=dist.device, up_axis=cfg.data.up_axis)
+    mine = grids if not dist.enabled else grids.subset(rows) if isinstance(grids, GridStack) else grids[rows]
+    p = predict_proba(model, mine, vote=cfg.vote, device=dist.device, up_axis=cfg.data.up_axis)
     if not dist.enabled:
         return p
     full = torch.zeros(len(grids), p.shape[1], dtype=torch.float64)

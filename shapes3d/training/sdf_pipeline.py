@@ -27,6 +27,15 @@ from shapes3d.training.sdf_config import SDFSamplingConfig
 from shapes3d.training.sdf_fit import Observation, observations_from_depth
 
 
+def _copy_on_write(arr: np.ndarray) -> np.ndarray:
+    """A writable view of a read-only cache memory map (torch wants writable arrays); nothing is copied
+    unless written, and writes never reach the file."""
+    if not isinstance(arr, np.memmap) or arr.size == 0:
+        return arr
+    return np.memmap(arr.filename, dtype=arr.dtype, mode="c", offset=arr.offset, shape=arr.shape,
+                     order="F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C")
+
+
 def sdf_task_params(cfg: SDFSamplingConfig) -> dict:
     """The preprocessing parameters of the SDF sampling task (they key its cache entries)."""
     params = dataclasses.asdict(cfg)
@@ -45,8 +54,9 @@ def build_sdf_dataset(entries: Sequence[ManifestEntry | str | Path], cfg: SDFSam
         loc = report.results.get(path)
         if loc is None:
             continue
-        a = load_cached(loc)
-        shapes.append(ShapeSamples(a["pos"], a["neg"], tuple(a["offset"].tolist()), float(a["scale"])))
+        a = load_cached(loc, mmap=True)  # verified once; samples are paged in as batches draw them
+        shapes.append(ShapeSamples(_copy_on_write(a["pos"]), _copy_on_write(a["neg"]), tuple(a["offset"].tolist()),
+                                   float(a["scale"])))
         names.append(str(path))
     if not shapes:
         raise Shapes3DError(f"no usable meshes out of {len(entries)} ({len(report.skipped)} skipped)")
