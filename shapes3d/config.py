@@ -170,7 +170,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {text!r}: empty key")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         value = raw
     return key, value
 
@@ -187,7 +187,13 @@ def _apply_override(data: dict, cls, key: str, value: Any) -> None:
             node[part] = value
             return
         node_cls = get_type_hints(node_cls)[part]
-        node = node.setdefault(part, {})
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            if dataclasses.is_dataclass(node_cls):  # e.g. `train = 5` in the file, then --set train.lr=...
+                raise ConfigError(f"--set {key}: key '{'.'.join(parts[:i + 1])}' expects {_type_name(node_cls)}, "
+                                  f"got {type(child).__name__} {child!r}")
+            child = {}  # a scalar field: the next part is reported as an unknown key
+        node = child
 
 
 def config_from_dict(cls: type[C], data: Mapping[str, Any], *, source: str = "<dict>") -> C:
@@ -217,11 +223,18 @@ def load_config(
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid TOML ({e})") from None
+        except RecursionError:  # tomllib recurses once per nesting level of arrays and inline tables
+            raise ConfigError(f"{path}: not valid TOML (arrays or tables nested too deeply)") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read config file ({e.__class__.__name__}: {e})") from None
         if section is not None:
             if section not in data or not isinstance(data[section], dict):
                 raise ConfigError(f"{path}: missing table [{section}]")
             data = data[section]
-    data = json.loads(json.dumps(data, default=str))  # deep copy of plain types
+    try:
+        data = json.loads(json.dumps(data, default=str))  # deep copy of plain types
+    except RecursionError:
+        raise ConfigError(f"{source}: values nested too deeply") from None
     for text in overrides:
         key, value = parse_override(text)
         _apply_override(data, cls, key, value)

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from shapes3d.errors import CheckpointError, ConfigError, MissingFileError
-from shapes3d.utils.io import atomic_write, sha256_file
+from shapes3d.utils.io import atomic_write, safe_child, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,10 @@ def input_identity(path: Path) -> tuple[str, str]:
 
 
 def cache_location(cache_dir: str | os.PathLike, key: str) -> Path:
-    return Path(cache_dir) / key[:2] / f"{key}.npz"
+    """``cache_dir/<key[:2]>/<key>.npz``; ``key`` must be a hex digest (it may come from a file name)."""
+    if not isinstance(key, str) or len(key) < 2 or any(c not in "0123456789abcdef" for c in key):
+        raise ConfigError(f"cache key {key!r}: expected a lower-case hex digest")
+    return safe_child(safe_child(cache_dir, key[:2], what="cache folder"), f"{key}.npz", what="cache file")
 
 
 def _array_sha256(arr: np.ndarray) -> str:
@@ -215,7 +218,8 @@ def load_cached(location: str | os.PathLike, *, mmap: bool = False, verify: bool
 def iter_cache_files(cache_dir: str | os.PathLike) -> list[Path]:
     """Every cache file under ``cache_dir`` (``<xx>/<key>.npz``), sorted; temp files excluded."""
     root = Path(cache_dir)
-    return sorted(p for p in root.glob("??/*.npz") if not p.name.startswith(".") and p.stem[:2] == p.parent.name)
+    return sorted(p for p in root.glob("??/*.npz")
+                  if p.stem[:2] == p.parent.name and all(c in "0123456789abcdef" for c in p.stem))
 
 
 @dataclass

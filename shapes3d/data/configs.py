@@ -24,6 +24,11 @@ class SynthConfig:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
         if self.resolution < 16:
             raise ValueError(f"resolution must be >= 16, got {self.resolution}")
+        from shapes3d.data.synth import FAMILIES  # here: synth imports this module
+
+        unknown = [f for f in self.families if f not in FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown families {unknown}; expected some of {', '.join(FAMILIES)}")
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,11 @@ def _parse_faces(path: Path, lines: list[str]) -> np.ndarray:
             raise CorruptFileError(path, f"face {i} declares {n} vertices but lists {max(len(r) - 1, 0)}")
         idx = r[1:n + 1]
         tris.extend([idx[0], idx[k], idx[k + 1]] for k in range(1, n - 1))
-    return np.asarray(tris, dtype=np.int64).reshape(-1, 3)
+    try:
+        return np.asarray(tris, dtype=np.int64).reshape(-1, 3)
+    except OverflowError:  # Python parsed an index numpy cannot hold; report it, not a numpy crash
+        big = next(i for t in tris for i in t if not -(2**63) <= i < 2**63)
+        raise CorruptFileError(path, f"face index {big} is out of the 64-bit integer range") from None
 
 
 def write_off(path: str | Path, vertices: np.ndarray, faces: np.ndarray) -> None:

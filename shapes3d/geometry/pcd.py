@@ -121,6 +121,10 @@ def read_pcd(path: str | Path) -> np.ndarray:
         if len(body) < 8:
             raise CorruptFileError(path, "truncated binary_compressed block header")
         csize, usize = struct.unpack("<II", body[:8])
+        expected = npts * sum(dt.itemsize * c for dt, c in zip(dtypes, counts))
+        if usize != expected:  # checked before decompressing: the header alone sizes the output
+            raise CorruptFileError(path, f"binary_compressed block declares uncompressed size {usize}, but "
+                                         f"{npts} points of the declared fields take {expected} bytes")
         if len(body) - 8 < csize:
             raise CorruptFileError(path, f"truncated: compressed block of {csize} bytes, file has {len(body) - 8}")
         try:

@@ -45,11 +45,15 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     try:
         envelope = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        first_line = (str(e).splitlines() or [""])[0][:200]  # an empty file gives an empty message
         raise CheckpointError(path, f"not a readable checkpoint (truncated, corrupted or unsafe: "
-                                    f"{e.__class__.__name__}: {str(e).splitlines()[0][:200]})") from None
+                                    f"{e.__class__.__name__}: {first_line})") from None
     if not isinstance(envelope, dict) or envelope.get("magic") != _MAGIC:
         raise CheckpointError(path, "not a shapes3d checkpoint (missing envelope)")
-    blob = envelope["payload"].numpy().tobytes()
+    payload = envelope.get("payload")
+    if not isinstance(payload, torch.Tensor) or payload.dtype != torch.uint8 or payload.dim() != 1:
+        raise CheckpointError(path, "not a shapes3d checkpoint (envelope has no uint8 payload tensor)")
+    blob = payload.numpy().tobytes()
     if hashlib.sha256(blob).hexdigest() != envelope.get("sha256"):
         raise CheckpointError(path, "checksum mismatch: the checkpoint is corrupted")
     try:

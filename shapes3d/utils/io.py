@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from shapes3d.errors import InputFileError
+
 DATA_ROOT_ENV = "SHAPES3D_DATA_ROOT"
 
 
@@ -66,6 +68,38 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def safe_child(root: str | os.PathLike, name: str, *, what: str = "name") -> Path:
+    """``root / name`` for a ``name`` that is one plain path component staying inside ``root``.
+
+    Every place a user-controlled name (a dataset, class or shape name, a label taken from a
+    file) becomes an output path goes through here, so ``../evil``, ``/etc/x``, ``a/b``,
+    ``C:x``, NUL bytes and control characters, ``.``/``..`` and empty names are refused with
+    :class:`~shapes3d.errors.InputFileError` naming ``root`` and the name, and nothing is
+    written outside the chosen output folder. A child that already exists as a symlink
+    leading out of ``root`` is refused too.
+    """
+    root = Path(root)
+    problem = None
+    if not isinstance(name, str):
+        problem = f"expected a str, got {type(name).__name__}"
+    elif name in ("", ".", ".."):
+        problem = "it is empty or a relative folder reference"
+    elif "/" in name or "\\" in name or (os.altsep and os.altsep in name) or os.sep in name:
+        problem = "it contains a path separator"
+    elif any(ord(c) < 32 or c == "\x7f" for c in name):
+        problem = "it contains a NUL or control character"
+    elif ":" in name[:2] and name[:1].isalpha():
+        problem = "it starts with a drive letter"
+    if problem is None:
+        child = root / name
+        if child.is_symlink() and not child.resolve().is_relative_to(root.resolve()):
+            problem = "it is a symlink leading outside the folder"
+        else:
+            return child
+    raise InputFileError(root, f"unsafe {what} {name!r} for an output path: {problem}; expected a single "
+                               "file or folder name inside this folder")
 
 
 def data_root() -> Path:
