@@ -119,11 +119,12 @@ def _config_classes():
     from shapes3d.data.configs import SynthConfig, VoxelCacheConfig
     from shapes3d.training.classify_config import ClassifyConfig
     from shapes3d.training.sdf_config import DeepSDFConfig
+    from shapes3d.training.sdf_views_config import ViewsConfig
     from shapes3d.training.style_config import StyleConfig
 
     return {"synth.toml": (SynthConfig, None), "voxels.toml": (VoxelCacheConfig, None),
             "voxnet.toml": (ClassifyConfig, None), "style.toml": (StyleConfig, None),
-            "deepsdf.toml": (DeepSDFConfig, None)}
+            "deepsdf.toml": (DeepSDFConfig, None), "views.toml": (ViewsConfig, None)}
 
 
 def test_shipped_configs_load_strictly_and_are_documented():

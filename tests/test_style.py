@@ -60,3 +60,14 @@ def test_cli_reports_a_bad_image(tmp_path, capsys):
     assert f"error: {bad}: not a readable image" in capsys.readouterr().err
     assert main(["style", "texture", "skimage:nope", "--out", str(tmp_path)]) == 2
     assert "scikit-image has no sample image 'nope'" in capsys.readouterr().err
+
+
+def test_cli_style_shape_reports_a_bad_style_image_and_a_bad_config_key(tmp_path, capsys):
+    bad = tmp_path / "x.png"
+    bad.write_bytes(b"not a png")
+    ck = tmp_path / "model.pt"
+    assert main(["style", "shape", str(ck), "--shape", "0", "--style", str(bad), "--out", str(tmp_path)]) == 2
+    assert f"error: {bad}: not a readable image" in capsys.readouterr().err
+    assert main(["style", "shape", str(ck), "--shape", "0", "--style", "skimage:brick", "--set",
+                 "style.stepz=3"]) == 2
+    assert "unknown key 'style.stepz' for StyleShapeConfig" in capsys.readouterr().err

@@ -15,6 +15,8 @@ from shapes3d.cli.common import (
     resolve_config,
 )
 from shapes3d.training.sdf_config import DeepSDFConfig
+from shapes3d.training.sdf_views_config import ViewsConfig
+from shapes3d.utils.io import safe_child
 
 
 def register(sub) -> None:
@@ -70,6 +72,22 @@ def register(sub) -> None:
     e.add_argument("--out", type=Path, default=None)
     e.set_defaults(handler=run_extract)
 
+    w = s.add_parser("fit-views", help="fit a code to multi-view renders of a mesh (2D losses only)",
+                     description="Freeze the decoder and optimise a code so that its sphere-traced renders match "
+                                 "target views (silhouette BCE/L2, 1 - SSIM and VGG perceptual losses on shaded and "
+                                 "normal images): a shape from images alone. Targets are rendered from a mesh, "
+                                 "normalised like the training shapes, or read from a folder written by an earlier "
+                                 "run (cameras.json + PNGs). Writes the code (.pt), the mesh, sheet.png (target vs "
+                                 "fitted), loss.png, log.csv, config.toml.",
+                     epilog=config_help(ViewsConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
+    w.add_argument("checkpoint", type=Path)
+    w.add_argument("--targets", required=True, type=Path,
+                   help="mesh file, or a targets folder (cameras.json and PNG images, as written into OUT/targets)")
+    w.add_argument("--out", type=Path, default=None, help="output folder (default: CHECKPOINT_DIR/fit-views/NAME)")
+    w.add_argument("--resolution", type=int, default=96, help="extraction resolution of the fitted mesh")
+    add_config_args(w, "views.toml")
+    w.set_defaults(handler=run_fit_views)
+
     v = s.add_parser("evaluate", help="reconstructions of the training shapes vs their meshes",
                      description="Extract every training shape and compare with its source mesh in the unit-sphere "
                                  "frame: Chamfer (DeepSDF convention, x10^3), F-score, normal consistency, IoU.")
@@ -82,23 +100,33 @@ def register(sub) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from shapes3d.training.distributed import interrupted_exit_code, is_main_process, main_process_first
     from shapes3d.training.sdf import train
     from shapes3d.training.sdf_pipeline import build_sdf_dataset
 
     cfg = resolve_config(DeepSDFConfig, args)
     m = load_manifest(args.data)
     entries = m.filter(split=args.split).entries or m.entries
-    data, report = build_sdf_dataset(entries, cfg.samples, cache_dir=args.cache)
-    print(f"{len(data)} shapes sampled ({report.computed} computed, {report.cached} cached, "
-          f"{len(report.skipped)} skipped)")
-    print_skipped(report.skipped)
+    main = is_main_process()
+    with main_process_first():  # under torchrun, rank 0 samples the meshes and the others read its cache
+        data, report = build_sdf_dataset(entries, cfg.samples, cache_dir=args.cache)
+    if main:
+        print(f"{len(data)} shapes sampled ({report.computed} computed, {report.cached} cached, "
+              f"{len(report.skipped)} skipped)")
+        print_skipped(report.skipped)
     result = train(cfg, data, args.out, resume=args.resume, stop_after=args.stop_after)
-    last = result.history[-1]
-    print(f"epoch {last['epoch']}: loss {last['train_loss']:.5f}; checkpoint {result.last_path}")
+    if result.interrupted:
+        if main:
+            print(f"interrupted by {result.interrupted}: position saved in {result.last_path}; "
+                  f"continue with the same command plus --resume")
+        return interrupted_exit_code(result.interrupted)
+    if main and result.history:
+        last = result.history[-1]
+        print(f"epoch {last['epoch']}: loss {last['train_loss']:.5f}; checkpoint {result.last_path}")
     return 0
 
 
-def _code(model, spec: str):
+def shape_code(model, spec: str):
     """A training shape (name, file name or index) or a code file -> (label, code (L,), Transform)."""
     import torch
 
@@ -123,7 +151,7 @@ def _code(model, spec: str):
     return Path(names[idx]).stem, (code if code is not None else torch.zeros(0)), t
 
 
-def _code_or_none(code):
+def code_or_none(code):
     return None if code is None or code.numel() == 0 else code
 
 
@@ -136,13 +164,13 @@ def run_extract(args: argparse.Namespace) -> int:
     out = args.out or args.checkpoint.parent / "meshes"
     specs = args.shapes or [str(k) for k in range(len(model.names))]
     for spec in specs:
-        label, code, t = _code(model, spec)
-        res = extract_shape(model.decoder, _code_or_none(code), resolution=args.resolution, transform=t,
+        label, code, t = shape_code(model, spec)
+        res = extract_shape(model.decoder, code_or_none(code), resolution=args.resolution, transform=t,
                             mode=args.mode)
         if res.empty:
             print(f"{label}: no surface ({res.reason})")
             continue
-        path = export_mesh(res.mesh, out / f"{label}.{args.format}")
+        path = export_mesh(res.mesh, safe_child(out, f"{label}.{args.format}", what="shape name"))
         print(f"{label}: {len(res.mesh.faces)} faces, {res.n_evaluated} SDF evaluations, {res.seconds:.1f} s -> {path}")
     return 0
 
@@ -183,7 +211,7 @@ def run_fit(args: argparse.Namespace) -> int:
     res = fit_code(model.decoder, obs, **dataclasses.asdict(fit_cfg))
     out = args.out or args.checkpoint.parent / "fits"
     label = f"{args.mesh.stem}-{args.partial}" if args.partial != "none" else args.mesh.stem
-    save_checkpoint(out / f"{label}.pt", {"code": res.code.detach().cpu(), "offset": torch.tensor(t.offset),
+    save_checkpoint(safe_child(out, f"{label}.pt", what="shape name"), {"code": res.code.detach().cpu(), "offset": torch.tensor(t.offset),
                                           "scale": torch.tensor(t.scale), "loss": res.loss,
                                           "source": str(args.mesh), "partial": args.partial})
     ext = extract_shape(model.decoder, res.code.detach(), resolution=args.resolution, transform=t)
@@ -191,9 +219,9 @@ def run_fit(args: argparse.Namespace) -> int:
     if ext.empty:
         print(f"  the fitted code has no surface ({ext.reason})")
         return 0
-    path = export_mesh(ext.mesh, out / f"{label}.ply")
+    path = export_mesh(ext.mesh, safe_child(out, f"{label}.ply", what="shape name"))
     metrics = reconstruction_metrics(ext.mesh, mesh, t)
-    (out / f"{label}.json").write_text(json.dumps(metrics, indent=2))
+    safe_child(out, f"{label}.json", what="shape name").write_text(json.dumps(metrics, indent=2))
     print(f"  mesh {path}; Chamfer x1e3 {metrics['chamfer_deepsdf_x1e3']:.3f}, "
           f"F-score@0.01 {metrics.get('fscore@0.01', float('nan')):.3f}")
     return 0
@@ -210,9 +238,9 @@ def run_interpolate(args: argparse.Namespace) -> int:
     from shapes3d.training.sdf_pipeline import extract_shape
 
     model = load_deepsdf(args.checkpoint)
-    la, za, ta = _code(model, args.a)
-    lb, zb, _ = _code(model, args.b)
-    out = args.out or args.checkpoint.parent / f"interp-{la}-{lb}"
+    la, za, ta = shape_code(model, args.a)
+    lb, zb, _ = shape_code(model, args.b)
+    out = args.out or safe_child(args.checkpoint.parent, f"interp-{la}-{lb}", what="shape names")
     codes = interpolate_codes(za, zb, args.steps, mode=args.mode)
     images, labels = [], []
     for k, z in enumerate(codes):
@@ -242,13 +270,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out = args.out or args.checkpoint.parent / "evaluate"
     rows, skipped = [], []
     for k, name in enumerate(model.names[: args.limit]):
-        label, code, t = _code(model, str(k))
+        label, code, t = shape_code(model, str(k))
         try:
             gt = load_mesh(name)
         except Shapes3DError as e:
             skipped.append((name, str(e)))
             continue
-        res = extract_shape(model.decoder, _code_or_none(code), resolution=args.resolution, transform=t)
+        res = extract_shape(model.decoder, code_or_none(code), resolution=args.resolution, transform=t)
         if res.empty:
             skipped.append((name, f"reconstruction has no surface ({res.reason})"))
             continue
@@ -272,3 +300,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
           f"(median {summary['chamfer_deepsdf_x1e3']['median']:.3f}); {out / 'metrics.csv'}")
     print_skipped(skipped)
     return 0
+
+
+def run_fit_views(args: argparse.Namespace) -> int:
+    from shapes3d.cli.views import run_fit_views as run
+
+    return run(args)

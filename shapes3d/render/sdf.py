@@ -27,6 +27,10 @@ Three stages:
 
 Depth is the distance along the camera z axis (as in :mod:`shapes3d.render.mesh`),
 ``+inf`` where missed; normals are 0 and ``shaded`` is ``background`` where missed.
+:func:`shade_by_differences` re-shades traced renders with normals from central
+differences of ``f``: a ReLU network's autograd normals are piecewise constant in its
+inputs (a latent code included), so shading built on them has no gradient there.
+
 Everything stays on ``device``; pass the device of ``sdf_fn``'s tensors (inferred when
 ``sdf_fn`` is an ``nn.Module``).
 """
@@ -279,3 +283,41 @@ def render_sdf(
     if not need_graph:
         out = SDFRenders(*(t.detach() for t in (out.depth, out.normals, out.shaded, out.silhouette_soft)), out.hit)
     return out
+
+
+def shade_by_differences(sdf_fn: SDFFn, renders: SDFRenders, cameras: Camera | Sequence[Camera], *, eps: float,
+                         ambient: float = 0.2, background: float = 1.0,
+                         chunk: int = 32768) -> tuple[torch.Tensor, torch.Tensor]:
+    """Headlight Lambert shading (V, H, W) and normals (V, H, W, 3) from central differences of ``sdf_fn``.
+
+    Why: a ReLU decoder's autograd normals are piecewise constant in everything that enters
+    it as an input - the latent code included - so shading built on them has a zero
+    gradient with respect to the code. Differences of the SDF over ``2 * eps`` vary smoothly
+    with the code. The hit points come from ``renders.depth``, so they keep the implicit
+    gradient of the traced surface; misses get ``background`` and zero normals.
+    """
+    cams = as_camera_list(cameras)
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be finite and > 0, got {eps!r}")
+    check_shading(ambient, background)
+    hit = renders.hit.reshape(-1)
+    idx = hit.nonzero().squeeze(1)
+    depth = renders.depth.reshape(-1)
+    device, dtype = depth.device, depth.dtype
+    o_np, d_np = zip(*(c.rays() for c in cams))
+    n_pix = cams[0].height * cams[0].width
+    fwd = np.repeat(np.stack([c.forward for c in cams]), n_pix, axis=0)
+    o = torch.as_tensor(np.concatenate(o_np), dtype=dtype, device=device)[idx]
+    d = torch.as_tensor(np.concatenate(d_np), dtype=dtype, device=device)[idx]
+    zs = torch.as_tensor(np.einsum("ij,ij->i", np.concatenate(d_np), fwd), dtype=dtype, device=device)[idx]
+    x = o + (depth[idx] / zs)[:, None] * d
+    steps = torch.eye(3, dtype=dtype, device=device) * eps
+    probes = torch.cat([x[None] + steps[:, None], x[None] - steps[:, None]]).reshape(-1, 3)  # (6M, 3)
+    f = _evaluate(sdf_fn, probes, chunk).reshape(2, 3, -1)
+    g = ((f[0] - f[1]) / (2 * eps)).T  # (M, 3)
+    n = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    shade = ambient + (1.0 - ambient) * (n * -d).sum(dim=1).clamp_min(0.0)
+    m = hit.numel()
+    shaded = torch.full((m,), float(background), dtype=dtype, device=device).index_put((idx,), shade)
+    normals = torch.zeros((m, 3), dtype=dtype, device=device).index_put((idx,), n)
+    return shaded.reshape(renders.hit.shape), normals.reshape(*renders.hit.shape, 3)
