@@ -18,6 +18,7 @@ from shapes3d.metrics import (
     hausdorff,
     mesh_metrics,
     normal_consistency,
+    sample_surface,
     volumetric_iou,
 )
 
@@ -171,6 +172,21 @@ def test_mesh_metrics_on_concentric_spheres():
     assert mesh_metrics(a, a, n_points=2000, seed=7, iou_resolution=None) == mesh_metrics(
         a, a, n_points=2000, seed=7, iou_resolution=None
     )
+
+
+def test_mesh_metrics_equal_the_separate_metric_functions():
+    """mesh_metrics shares one query per direction; the single-purpose functions are its reference."""
+    a = trimesh.creation.icosphere(subdivisions=3)
+    b = trimesh.creation.box(extents=(1.5, 1.2, 1.0))
+    m = mesh_metrics(a, b, n_points=3000, seed=3, thresholds=(0.05, 0.1), iou_resolution=None)
+    pa, na = sample_surface(a, 3000, 3)
+    pb, nb = sample_surface(b, 3000, 4)
+    assert m["chamfer_deepsdf"] == pytest.approx(chamfer_deepsdf(pa, pb), rel=1e-12)
+    assert m["chamfer_l2_mean"] == pytest.approx(chamfer_l2_mean(pa, pb), rel=1e-12)
+    assert m["hausdorff"] == pytest.approx(hausdorff(pa, pb), rel=1e-12)
+    assert m["normal_consistency"] == pytest.approx(normal_consistency(pa, na, pb, nb), rel=1e-12)
+    f = fscore(pa, pb, thresholds=(0.05, 0.1))
+    assert (m["fscore@0.05"], m["fscore@0.1"]) == pytest.approx((f[0.05], f[0.1]), rel=1e-12)
 
 
 def test_mesh_metrics_iou_is_nan_for_open_meshes(caplog):
