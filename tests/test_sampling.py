@@ -10,6 +10,7 @@ from conftest import real_subset
 from shapes3d.errors import CheckpointError, ConfigError, MissingFileError
 from shapes3d.geometry.conventions import sphere_sdf
 from shapes3d.geometry.sampling import SDFSampleConfig, SDFSamples, sample_sdf, sample_surface
+from shapes3d.geometry.sdf import signed_distance, spatial_order
 
 SMALL = SDFSampleConfig(n_samples=12_000, n_uniform=2_000)
 
@@ -179,3 +180,24 @@ def test_real_scan_samples_signs(real_data):
     reference = normalised.contains(pts[:, :3].astype(np.float64))
     agreement = np.mean((pts[:, 3] < 0) == reference)
     assert agreement > 0.999, f"sign agreement {agreement:.4f}"
+
+
+def test_spatial_order_is_a_local_permutation(rng):
+    pts = rng.uniform(-1, 1, (5000, 3))
+    order = spatial_order(pts)
+    assert np.array_equal(np.sort(order), np.arange(len(pts)))
+    # Consecutive queries are neighbours: far shorter steps than in random order.
+    step = np.linalg.norm(np.diff(pts[order], axis=0), axis=1).mean()
+    assert step < 0.2 * np.linalg.norm(np.diff(pts, axis=0), axis=1).mean()
+    assert len(spatial_order(pts[:1])) == 1 and len(spatial_order(pts[:0])) == 0
+
+
+def test_signed_distance_does_not_depend_on_query_order(ellipsoid, rng):
+    # Distance and parity queries run in Morton order internally (winding numbers do not);
+    # every point must get exactly its own value back.
+    pts = rng.uniform(-1, 7, (3000, 3)) * np.array([1.0, 0.6, 0.6]) - np.array([0.0, 2.0, 1.0])
+    perm = rng.permutation(len(pts))
+    a = signed_distance(ellipsoid, pts, sign_method="parity").values
+    b = signed_distance(ellipsoid, pts[perm], sign_method="parity").values
+    assert np.array_equal(a[perm], b)
+    assert (a < 0).any() and (a > 0).any()
