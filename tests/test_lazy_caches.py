@@ -27,8 +27,12 @@ def test_voxel_set_is_a_stack_of_memory_maps(tiny_synth, tmp_path):
     sub = data.subset(np.array([4, 9]))
     assert isinstance(sub.grids, GridStack) and sub.labels.tolist() == data.labels[[4, 9]].tolist()
     np.testing.assert_array_equal(np.asarray(sub.grids), dense[[4, 9]])
+    empty = data.subset(np.array([], dtype=np.int64))  # e.g. val_fraction = 0
+    assert len(empty) == 0 and empty.grids.shape == (0, 3, 32, 32, 32) and empty.grids[:].shape == (0, 3, 32, 32, 32)
     with pytest.raises(ValueError, match=r"grids differ: uint8\(2, 4, 4, 4\) vs uint8\(1, 4, 4, 4\)"):
         GridStack([np.zeros((1, 4, 4, 4), np.uint8), np.zeros((2, 4, 4, 4), np.uint8)])
+    with pytest.raises(ValueError, match="an empty GridStack needs grid_shape and dtype"):
+        GridStack([])
 
 
 def _mapping_of(address: int) -> str:

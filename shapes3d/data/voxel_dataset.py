@@ -36,16 +36,18 @@ class GridStack:
     of just those shapes; :meth:`select` reads one rotation per shape.
     """
 
-    def __init__(self, arrays: Sequence[np.ndarray]) -> None:
+    def __init__(self, arrays: Sequence[np.ndarray], *, grid_shape: tuple[int, ...] | None = None,
+                 dtype: np.dtype | None = None) -> None:
         self._arrays = list(arrays)
-        if not self._arrays:
-            raise ValueError("GridStack needs at least one grid")
-        first = self._arrays[0]
+        if not self._arrays and (grid_shape is None or dtype is None):
+            raise ValueError("an empty GridStack needs grid_shape and dtype")
+        grid_shape = tuple(self._arrays[0].shape) if self._arrays else tuple(grid_shape)
+        dtype = self._arrays[0].dtype if self._arrays else np.dtype(dtype)
         for a in self._arrays:
-            if a.shape != first.shape or a.dtype != first.dtype:
-                raise ValueError(f"grids differ: {a.dtype}{a.shape} vs {first.dtype}{first.shape}")
-        self.shape = (len(self._arrays), *first.shape)
-        self.dtype = first.dtype
+            if a.shape != grid_shape or a.dtype != dtype:
+                raise ValueError(f"grids differ: {a.dtype}{a.shape} vs {dtype}{grid_shape}")
+        self.shape = (len(self._arrays), *grid_shape)
+        self.dtype = dtype
         self.ndim = len(self.shape)
 
     def __len__(self) -> int:
@@ -69,7 +71,7 @@ class GridStack:
         return out if dtype is None else out.astype(dtype)
 
     def subset(self, index) -> GridStack:
-        return GridStack([self._arrays[i] for i in self._rows(index)])
+        return GridStack([self._arrays[i] for i in self._rows(index)], grid_shape=self.shape[1:], dtype=self.dtype)
 
     def select(self, rows, rotations) -> np.ndarray:
         """(B, 1, R, R, R): rotation ``rotations[b]`` of shape ``rows[b]`` (reads only those grids)."""
