@@ -6,4 +6,4 @@ from shapes3d.render.sdf import SDFRenders, render_sdf, shade_by_differences
 from shapes3d.render.sheet import contact_sheet, depth_to_image
 
 __all__ = ["Camera", "cameras_on_sphere", "MeshRenders", "MeshScene", "render_mesh", "SDFRenders", "render_sdf",
-           "shade_by_differences",            "contact_sheet", "depth_to_image"]
+           "shade_by_differences", "contact_sheet", "depth_to_image"]
