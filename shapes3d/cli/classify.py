@@ -12,6 +12,7 @@ from shapes3d.cli.common import (
     config_help,
     load_manifest,
     print_skipped,
+    report_interrupted,
     resolve_config,
 )
 from shapes3d.training.classify_config import ClassifyConfig
@@ -69,7 +70,7 @@ def _report_skipped(skipped) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from shapes3d.data.voxel_dataset import build_voxel_set
     from shapes3d.training.classify import train
-    from shapes3d.training.distributed import interrupted_exit_code, is_main_process, main_process_first
+    from shapes3d.training.distributed import is_main_process, main_process_first
 
     cfg = resolve_config(ClassifyConfig, args)
     manifest = load_manifest(args.data)
@@ -82,11 +83,9 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"train set: {len(data)} shapes, {len(data.classes)} classes; {len(data.skipped)} skipped")
         _report_skipped(data.skipped)
     result = train(cfg, data, args.out, resume=args.resume, stop_after=args.stop_after)
-    if result.interrupted:
-        if main:
-            print(f"interrupted by {result.interrupted}: position saved in {result.last_path}; "
-                  f"continue with the same command plus --resume")
-        return interrupted_exit_code(result.interrupted)
+    code = report_interrupted(result, main=main)
+    if code is not None:
+        return code
     if main:
         print(f"best validation accuracy {result.best_val_acc:.4f}; checkpoints {result.best_path}, {result.last_path}")
         print(f"log {args.out / 'log.csv'}, curves {args.out / 'curves.png'}")

@@ -54,3 +54,16 @@ def print_skipped(skipped) -> None:
     """One line per skipped file; our errors already name the file, so it is not repeated."""
     for path, reason in skipped:
         print(f"  skipped: {reason}" if str(path) in reason else f"  skipped: {path}: {reason}")
+
+
+def report_interrupted(result, *, main: bool) -> int | None:
+    """For a training result stopped by a signal: tell the user how to continue (rank 0 only) and return
+    the shell's exit code for that signal; None when training ran to its end."""
+    if not result.interrupted:
+        return None
+    from shapes3d.training.distributed import interrupted_exit_code
+
+    if main:
+        print(f"interrupted by {result.interrupted}: position saved in {result.last_path}; "
+              f"continue with the same command plus --resume")
+    return interrupted_exit_code(result.interrupted)

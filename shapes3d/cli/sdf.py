@@ -12,6 +12,7 @@ from shapes3d.cli.common import (
     config_help,
     load_manifest,
     print_skipped,
+    report_interrupted,
     resolve_config,
 )
 from shapes3d.training.sdf_config import DeepSDFConfig
@@ -100,7 +101,7 @@ def register(sub) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from shapes3d.training.distributed import interrupted_exit_code, is_main_process, main_process_first
+    from shapes3d.training.distributed import is_main_process, main_process_first
     from shapes3d.training.sdf import train
     from shapes3d.training.sdf_pipeline import build_sdf_dataset
 
@@ -115,11 +116,9 @@ def run_train(args: argparse.Namespace) -> int:
               f"{len(report.skipped)} skipped)")
         print_skipped(report.skipped)
     result = train(cfg, data, args.out, resume=args.resume, stop_after=args.stop_after)
-    if result.interrupted:
-        if main:
-            print(f"interrupted by {result.interrupted}: position saved in {result.last_path}; "
-                  f"continue with the same command plus --resume")
-        return interrupted_exit_code(result.interrupted)
+    code = report_interrupted(result, main=main)
+    if code is not None:
+        return code
     if main and result.history:
         last = result.history[-1]
         print(f"epoch {last['epoch']}: loss {last['train_loss']:.5f}; checkpoint {result.last_path}")
