@@ -1,7 +1,8 @@
 """Benchmark: dense vs coarse-to-fine mesh extraction from a DeepSDF-sized network.
 
-The network is DeepSDF's decoder shape (latent 256 + xyz -> 8 weight-normed layers of 512,
-input re-injected before the 4th, ReLU, tanh out; ~1.84 M parameters). It is given a real
+The network is the package's ``SDFDecoder`` at DeepSDF's size (latent 256 + xyz -> 8 weight-normed
+layers of 512, input re-injected at layer 4, ReLU, tanh out; 1.84 M parameters), evaluated as
+``extract_shape`` does, through ``decoder.freeze(code)``. It is given a real
 surface cheaply: the hidden layers keep their random init and the last layer is solved by
 least squares so that the output approximates the (clamped) SDF of a torus. That is a
 genuine network field — not an exact SDF, with its own slope — at DeepSDF's cost per point.
@@ -26,41 +27,21 @@ import time
 
 import numpy as np
 import torch
-import torch.nn as nn
-from torch.nn.utils.parametrizations import weight_norm
 
 from shapes3d.geometry.extract import extract_mesh
 from shapes3d.metrics import chamfer_deepsdf
+from shapes3d.models.deepsdf import SDFDecoder
 from shapes3d.utils.progress import set_progress_enabled
 
 LATENT = 256
 WIDTH = 512
 
 
-class DeepSDFSized(nn.Module):
-    """DeepSDF decoder layout; a fixed latent code is concatenated to every point."""
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        torch.manual_seed(seed)
-        d_in = LATENT + 3
-        outs = [WIDTH, WIDTH, WIDTH - d_in, WIDTH, WIDTH, WIDTH, WIDTH, WIDTH]  # 3rd output + input = 512
-        ins = [d_in] + [WIDTH] * 7
-        self.hidden = nn.ModuleList(weight_norm(nn.Linear(i, o)) for i, o in zip(ins, outs))
-        self.out = nn.Linear(WIDTH, 1)
-        self.register_buffer("latent", torch.randn(LATENT) * 0.01)
-
-    def features(self, xyz: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.latent.expand(len(xyz), -1).to(xyz.dtype), xyz], dim=1)
-        h = x
-        for i, layer in enumerate(self.hidden):
-            if i == 3:
-                h = torch.cat([h, x], dim=1)
-            h = torch.relu(layer(h))
-        return h
-
-    def forward(self, xyz: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.out(self.features(xyz))).squeeze(1)
+def deepsdf_sized(seed: int = 0) -> tuple[SDFDecoder, torch.Tensor]:
+    """The package's decoder at DeepSDF's size (latent 256, 8 x 512, skip at 4) and one code."""
+    torch.manual_seed(seed)
+    decoder = SDFDecoder(latent_size=LATENT, hidden=WIDTH, layers=8, skip_at=(4,)).eval()
+    return decoder, torch.randn(LATENT) * 0.01
 
 
 def torus_sdf(p: np.ndarray) -> np.ndarray:
@@ -68,7 +49,7 @@ def torus_sdf(p: np.ndarray) -> np.ndarray:
     return np.linalg.norm(q, axis=1) - 0.2
 
 
-def fit_last_layer(net: DeepSDFSized, n: int = 12000, seed: int = 0) -> float:
+def fit_last_layer(decoder: SDFDecoder, code: torch.Tensor, n: int = 12000, seed: int = 0) -> float:
     """Least-squares fit of the last layer to atanh of the clamped torus SDF; returns RMS error."""
     rng = np.random.default_rng(seed)
     uniform = rng.uniform(-1, 1, size=(n // 3, 3))
@@ -78,17 +59,18 @@ def fit_last_layer(net: DeepSDFSized, n: int = 12000, seed: int = 0) -> float:
     pts = np.concatenate([uniform, near]) + rng.normal(scale=0.02, size=(n, 3))
     target = np.arctanh(np.clip(torus_sdf(pts), -0.3, 0.3))
     with torch.no_grad():
-        feats = torch.cat([net.features(torch.from_numpy(c).float()) for c in np.array_split(pts, 8)]).double()
+        frozen = decoder.freeze(code)
+        feats = torch.cat([frozen.features(torch.from_numpy(c).float()) for c in np.array_split(pts, 8)]).double()
         a = torch.cat([feats, torch.ones(len(feats), 1, dtype=torch.float64)], dim=1)
         ridge = 1e-6 * torch.eye(a.shape[1], dtype=torch.float64)
         sol = torch.linalg.solve(a.T @ a + ridge, a.T @ torch.from_numpy(target))
-        net.out.weight.copy_(sol[:-1].float()[None])
-        net.out.bias.copy_(sol[-1:].float())
+        decoder.output.weight.copy_(sol[:-1].float()[None])
+        decoder.output.bias.copy_(sol[-1:].float())
         fitted = (a @ sol).numpy()
     return float(np.sqrt(np.mean((fitted - target) ** 2)))
 
 
-def bf16_fn(net: nn.Module):
+def bf16_fn(net):
     def fn(xyz: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return net(xyz).float()
@@ -118,10 +100,11 @@ def throughput(fn, n: int, reps: int = 2) -> float:
 
 def child_big(state_path: str, res: int, chunk: int) -> None:
     """Run in a fresh process so that ru_maxrss is this extraction's own peak."""
-    net = DeepSDFSized()
-    net.load_state_dict(torch.load(state_path, weights_only=True))
-    net.eval()
-    out = extract_mesh(net, resolution=res, chunk_size=chunk)
+    decoder, _ = deepsdf_sized()
+    state = torch.load(state_path, weights_only=True)
+    code = state.pop("code")
+    decoder.load_state_dict(state)
+    out = extract_mesh(decoder.freeze(code), resolution=res, chunk_size=chunk)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     print(json.dumps({"seconds": out.seconds, "n_evaluated": out.n_evaluated, "peak_rss": peak,
                       "faces": len(out.mesh.faces)}))
@@ -147,14 +130,22 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}", flush=True)
     rows = _Rows()
-    net = DeepSDFSized()
-    net.eval()
-    n_params = sum(p.numel() for p in net.parameters())
+    decoder, code = deepsdf_sized()
+    n_params = sum(p.numel() for p in decoder.parameters())
     t = time.perf_counter()
-    rms = fit_last_layer(net)
+    rms = fit_last_layer(decoder, code)
     rows += [("parameters", f"{n_params:,}"), ("last-layer fit (s, rms atanh err)", f"{time.perf_counter() - t:.1f}, {rms:.4f}")]
-    rows.append((f"fp32 points/s (chunk {args.chunk})", f"{throughput(net, args.chunk):,.0f}"))
-    rows.append((f"bf16 points/s (chunk {args.chunk})", f"{throughput(bf16_fn(net), args.chunk):,.0f}"))
+    net = decoder.freeze(code)  # what extract_shape evaluates: weight norm applied once, code folded into biases
+
+    def plain(xyz: torch.Tensor) -> torch.Tensor:  # the decoder called as training calls it
+        return decoder(code.expand(len(xyz), -1), xyz)
+
+    plain_rate, frozen_rate = throughput(plain, args.chunk), throughput(net, args.chunk)
+    rows += [
+        (f"fp32 points/s, decoder(code, xyz) (chunk {args.chunk})", f"{plain_rate:,.0f}"),
+        (f"fp32 points/s, decoder.freeze(code) (chunk {args.chunk})", f"{frozen_rate:,.0f} ({frozen_rate / plain_rate:.2f}x)"),
+        (f"bf16 points/s, frozen (chunk {args.chunk})", f"{throughput(bf16_fn(net), args.chunk):,.0f}"),
+    ]
 
     def extract(fn, res, mode, **kw):
         return extract_mesh(fn, resolution=res, mode=mode, chunk_size=args.chunk, **kw)
@@ -192,7 +183,7 @@ def main() -> None:
     if args.big_res:
         with tempfile.TemporaryDirectory() as d:
             state = os.path.join(d, "net.pt")
-            torch.save(net.state_dict(), state)
+            torch.save({**decoder.state_dict(), "code": code}, state)
             cmd = [sys.executable, __file__, "--chunk", str(args.chunk), "--child-big", state, str(args.big_res)]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]

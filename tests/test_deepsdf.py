@@ -91,6 +91,42 @@ def test_output_is_tanh_bounded_and_single_shape_mode_takes_no_code():
         SDFDecoder(latent_size=8, hidden=32, layers=3, skip_at=(2,))(None, torch.zeros(4, 3))
 
 
+@pytest.mark.parametrize("latent, skip_at", [(8, (2,)), (8, (1, 3)), (0, (2,)), (8, ())])
+def test_frozen_field_matches_the_decoder_in_values_and_xyz_gradients(latent, skip_at):
+    torch.manual_seed(0)
+    dec = SDFDecoder(latent_size=latent, hidden=32, layers=4, skip_at=skip_at)
+    with torch.no_grad():  # non-trivial weight norm: g away from ||v||
+        for layer in dec.hidden_layers:
+            layer.weight_g.mul_(torch.rand_like(layer.weight_g) + 0.5)
+    code = torch.randn(latent) if latent else None
+    frozen = dec.freeze(code)  # the decoder is in training mode with dropout 0.2: freeze ignores it
+    dec.eval()
+    x = (torch.rand(64, 3) * 2 - 1).requires_grad_(True)
+    want = dec(None if code is None else code.expand(64, -1), x)
+    got = frozen(x)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    (g_want,) = torch.autograd.grad(want.sum(), x)
+    (g_got,) = torch.autograd.grad(got.sum(), x)
+    torch.testing.assert_close(g_got, g_want, rtol=0, atol=1e-5)
+    assert not any(b.requires_grad for b in frozen.buffers())
+    # Layer 0 reads xyz only; a skip layer reads its hidden columns and xyz (the code is in the bias).
+    assert frozen.w0.shape[0] == 3
+    for k in skip_at:
+        assert getattr(frozen, f"w{k}").shape[0] == 32 - (latent + 3) + 3
+
+
+def test_freeze_checks_the_code():
+    dec = SDFDecoder(latent_size=8, hidden=32, layers=4, skip_at=(2,))
+    with pytest.raises(ValueError, match=r"freeze\(\) needs one code of 8 values, got \(5,\)"):
+        dec.freeze(torch.zeros(5))
+    with pytest.raises(ValueError, match=r"freeze\(\) needs one code of 8 values, got None"):
+        dec.freeze(None)
+    with pytest.raises(ValueError, match="single-shape mode"):
+        SDFDecoder(latent_size=0, hidden=32, layers=4, skip_at=(2,)).freeze(torch.zeros(8))
+    with pytest.raises(ValueError, match=r"xyz must have shape \(N, 3\), got \(4, 2\)"):
+        dec.freeze(torch.zeros(8))(torch.zeros(4, 2))
+
+
 def test_weight_norm_rows_have_norm_g():
     layer = SDFDecoder(latent_size=4, hidden=32, layers=3, skip_at=(2,)).hidden_layers[0]
     with torch.no_grad():

@@ -80,12 +80,11 @@ def render_code_rows(decoder, code, *, views: int, elevations, size: int, up: st
     import torch
 
     from shapes3d.render.sdf import render_sdf
-    from shapes3d.training.sdf_pipeline import decoder_field
 
     reach = 3.0 ** 0.5 + 0.05  # the decoder's box [-1, 1]^3 lies within this distance of the origin
     device = next(decoder.parameters()).device
     with torch.no_grad():
-        r = render_sdf(decoder_field(decoder, code), _cameras(views=views, elevations=elevations, size=size, up=up),
+        r = render_sdf(decoder.freeze(code), _cameras(views=views, elevations=elevations, size=size, up=up),
                        near=CAMERA_DISTANCE - reach, far=CAMERA_DISTANCE + reach, silhouette_samples=16,
                        device=device)
     return sdf_images(r, modes)

@@ -147,6 +147,11 @@ class SDFDecoder(nn.Module):
             x = _ReLUDropout.apply(h, keep_mask(tuple(h.shape), self.dropout, device=h.device) if drop else None)
         return torch.tanh(F.linear(x, self.output.weight * scale, self.output.bias)).squeeze(1)
 
+    def freeze(self, code: torch.Tensor | None = None) -> FrozenSDFField:
+        """The inference-only field of ``code`` (None in single-shape mode): 14 % fewer FLOPs; see
+        :class:`FrozenSDFField`."""
+        return _freeze(self, code)
+
 
 class LatentCodes(nn.Module):
     """One code per training shape: ``nn.Embedding(n_shapes, L, max_norm)``; indices (N,) -> codes (N, L).
@@ -170,3 +175,69 @@ class LatentCodes(nn.Module):
 
     def forward(self, indices: torch.Tensor) -> torch.Tensor:
         return self.embedding(indices)
+
+
+class FrozenSDFField(nn.Module):
+    """Inference-only field of one shape: xyz (N, 3) -> SDF (N,), for extraction and rendering.
+
+    Built by :meth:`SDFDecoder.freeze` from a decoder and one code; dropout is never applied,
+    whatever the decoder's mode. Weight norm
+    is applied once, and the code, identical for every point, is folded into biases: the
+    layers that read the input (layer 0 and the skip layers) multiply only their xyz and
+    hidden columns, and their latent columns become ``bias + W_latent @ z``. For DeepSDF's
+    size (latent 256, 8 x 512) that removes 262 144 of 1 835 008 multiply-adds per point
+    (14.3 %). Values equal the decoder's to float32 rounding (summation order differs),
+    and gradients reach ``xyz`` only (normals, sphere tracing); to differentiate with respect to
+    the code or the weights, call the decoder itself.
+    """
+
+    def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor], skip_at: tuple[int, ...],
+                 out_weight: torch.Tensor, out_bias: torch.Tensor) -> None:
+        super().__init__()
+        self.skip_at = skip_at
+        for k, (w, b) in enumerate(zip(weights, biases)):
+            self.register_buffer(f"w{k}", w.t().contiguous())  # (in, out): addmm without a transpose copy
+            self.register_buffer(f"b{k}", b.contiguous())
+        self.n_layers = len(weights)
+        self.register_buffer("w_out", out_weight.t().contiguous())
+        self.register_buffer("b_out", out_bias.contiguous())
+
+    def features(self, xyz: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations (N, hidden), which the output layer reads."""
+        if xyz.ndim != 2 or xyz.shape[1] != 3:
+            raise ValueError(f"xyz must have shape (N, 3), got {tuple(xyz.shape)}")
+        xyz = xyz.to(self.w0.dtype)
+        x = xyz
+        for k in range(self.n_layers):
+            if k in self.skip_at:
+                x = torch.cat([x, xyz], dim=1)
+            x = torch.addmm(getattr(self, f"b{k}"), x, getattr(self, f"w{k}")).clamp_min_(0)
+        return x
+
+    def forward(self, xyz: torch.Tensor) -> torch.Tensor:
+        return torch.tanh_(torch.addmm(self.b_out, self.features(xyz), self.w_out)).squeeze(1)
+
+
+def _freeze(decoder: SDFDecoder, code: torch.Tensor | None) -> FrozenSDFField:
+    """See :class:`FrozenSDFField`."""
+    L = decoder.latent_size
+    if L:
+        if code is None or code.numel() != L:
+            raise ValueError(f"freeze() needs one code of {L} values, got {None if code is None else tuple(code.shape)}")
+    elif code is not None and code.numel():
+        raise ValueError("this decoder has latent_size 0 (single-shape mode): pass code=None")
+    with torch.no_grad():
+        weights, biases = [], []
+        z = code.reshape(L).to(decoder.output.weight) if L else None
+        for k, layer in enumerate(decoder.hidden_layers):
+            w, b = layer.effective_weight().detach(), layer.bias.detach()
+            if k == 0 or k in decoder.skip_at:
+                n_in = w.shape[1] - (L + 3)  # hidden columns first (0 for layer 0), then latent, then xyz
+                if L:
+                    b = b + w[:, n_in : n_in + L] @ z
+                w = torch.cat([w[:, :n_in], w[:, n_in + L :]], dim=1)
+            weights.append(w.clone())
+            biases.append(b.clone())
+        return FrozenSDFField(weights, biases, decoder.skip_at, decoder.output.weight.detach().clone(),
+                              decoder.output.bias.detach().clone())
+
