@@ -74,6 +74,8 @@ DATASETS = {
 # ModelNet10's train split is chair/sofa/bed heavy while its test split is near-balanced.
 PRIOR_TAU = {"shrec11": 0.0, "modelnet10": 0.5}
 VAL_TAUS = (0, 0.5, 1)
+# Test-time voting over mirror images as well as rotations, chosen on validation.
+MIRROR_VOTE = {"shrec11": False, "modelnet10": False}
 
 
 def _timed_train_rate(cfg: ClassifyConfig, grids, labels: np.ndarray, *, batches: int = 10) -> float:
@@ -130,7 +132,7 @@ def _prior_corrected(proba: np.ndarray, prior: np.ndarray, tau: float) -> np.nda
 
 
 def _evaluate_test(name: str, best_path: Path, device: str, test_set, run_dir: Path, *, prior: np.ndarray,
-                   tau: float) -> dict:
+                   tau: float, mirror_vote: bool = False) -> dict:
     """Test figures of the best-validation checkpoint, with the prior correction chosen on validation.
 
     Without correction (tau 0) the figures equal `classify evaluate RUN/best.pt`; with it both the
@@ -142,7 +144,7 @@ def _evaluate_test(name: str, best_path: Path, device: str, test_set, run_dir: P
     model, ck_cfg, _ = load_classifier(best_path, device=device)
     t0 = time.perf_counter()
     proba = predict_proba(model, test_set.grids, vote=ck_cfg.vote, device=next(model.parameters()).device,
-                          up_axis=ck_cfg.data.up_axis)
+                          up_axis=ck_cfg.data.up_axis, mirror_vote=mirror_vote)
     eval_s = time.perf_counter() - t0
     k = int(test_set.grids.shape[1]) if ck_cfg.vote else 1
     raw = _scores(proba, test_set.labels, list(test_set.classes))
@@ -154,7 +156,8 @@ def _evaluate_test(name: str, best_path: Path, device: str, test_set, run_dir: P
                    title=f"accuracy {res['overall_accuracy']:.3f} (mean class {res['mean_class_accuracy']:.3f})")
     rate = len(test_set) / eval_s
     print(f"{name}: test overall accuracy {res['overall_accuracy']:.4f}, mean class accuracy "
-          f"{res['mean_class_accuracy']:.4f} ({len(test_set)} shapes, voting over {k} rotations, prior tau {tau})")
+          f"{res['mean_class_accuracy']:.4f} ({len(test_set)} shapes, voting over {k} rotations"
+          f"{' and their mirror images' if mirror_vote else ''}, prior tau {tau})")
     if tau:
         print(f"{name}: without prior correction: test overall {raw['overall_accuracy']:.4f}, "
               f"mean class {raw['mean_class_accuracy']:.4f}")
@@ -163,26 +166,37 @@ def _evaluate_test(name: str, best_path: Path, device: str, test_set, run_dir: P
         "test_overall_accuracy": res["overall_accuracy"], "test_mean_class_accuracy": res["mean_class_accuracy"],
         "test_prior_tau": tau, "test_uncorrected_overall_accuracy": raw["overall_accuracy"],
         "test_uncorrected_mean_class_accuracy": raw["mean_class_accuracy"],
-        "test_n": len(test_set), "vote_rotations": k, "eval_seconds": eval_s,
+        "test_n": len(test_set), "vote_rotations": k, "test_mirror_vote": mirror_vote, "eval_seconds": eval_s,
         "inference_shapes_per_second": rate, "inference_grids_per_second": rate * k,
         "per_class": res["per_class"], "confusion": res["confusion"], "classes": list(test_set.classes),
     }
 
 
-def _evaluate_val(name: str, best_path: Path, device: str, val_set, prior: np.ndarray) -> dict:
-    """Validation figures of the best checkpoint for prior corrections tau in (0, 0.5, 1): choose tau here."""
+def _evaluate_val(name: str, best_path: Path, device: str, val_set, prior: np.ndarray, *,
+                  mirror_vote: bool = False) -> dict:
+    """Validation figures of the best checkpoint for prior corrections tau in (0, 0.5, 1), with and
+    without mirror voting: choose tau and ``--mirror-vote`` here. Keys without a prefix are for ``mirror_vote``."""
     from shapes3d.training.classify import load_classifier
 
     model, ck_cfg, _ = load_classifier(best_path, device=device)
-    proba = predict_proba(model, val_set.grids, vote=ck_cfg.vote, device=next(model.parameters()).device,
-                          up_axis=ck_cfg.data.up_axis)
+    mirrored = {}
+    for mv in (not mirror_vote, mirror_vote):  # the requested setting last: its proba is used below
+        proba = predict_proba(model, val_set.grids, vote=ck_cfg.vote, device=next(model.parameters()).device,
+                              up_axis=ck_cfg.data.up_axis, mirror_vote=mv)
+        mirrored[str(mv)] = {str(t): _scores(_prior_corrected(proba, prior, t), val_set.labels, list(val_set.classes))
+                             for t in VAL_TAUS}
+        for t, r in mirrored[str(mv)].items():
+            print(f"{name}: validation, mirror vote {mv}, prior tau {t}: overall {r['overall_accuracy']:.4f}, "
+                  f"mean class {r['mean_class_accuracy']:.4f}")
     out: dict = {}
     for tau in VAL_TAUS:
         r = _scores(_prior_corrected(proba, prior, tau), val_set.labels, list(val_set.classes))
         out[str(tau)] = r
         print(f"{name}: best checkpoint on validation, prior tau {tau}: overall {r['overall_accuracy']:.4f}, "
               f"mean class {r['mean_class_accuracy']:.4f} ({len(val_set)} shapes)")
-    return {"best_val_mean_class_accuracy": out["0"]["mean_class_accuracy"],
+    return {"val_mirror_vote": {mv: {t: {"overall": r["overall_accuracy"], "mean_class": r["mean_class_accuracy"]}
+                                      for t, r in by_tau.items()} for mv, by_tau in mirrored.items()},
+            "best_val_mean_class_accuracy": out["0"]["mean_class_accuracy"],
             "val_per_class": out["0"]["per_class"], "val_confusion": out["0"]["confusion"],
             "val_prior_correction": {t: {"overall": r["overall_accuracy"], "mean_class": r["mean_class_accuracy"]}
                                      for t, r in out.items()}}
@@ -208,12 +222,13 @@ def _test_only(args: argparse.Namespace, name: str, run_dir: Path, out: Path, ma
                                    classes=classes, workers=ck_cfg.train.workers, desc="voxelize train")
     tr_idx, va_idx = stratified_split(train_set.labels, ck_cfg.train.val_fraction, seed=ck_cfg.train.seed)
     prior = _train_prior(train_set.labels[tr_idx], len(classes))
-    if "val_prior_correction" not in metrics and len(va_idx):
-        metrics.update(_evaluate_val(name, best_path, ck_cfg.train.device, train_set.subset(va_idx), prior))
+    if "val_mirror_vote" not in metrics and len(va_idx):
+        metrics.update(_evaluate_val(name, best_path, ck_cfg.train.device, train_set.subset(va_idx), prior,
+                                     mirror_vote=args.mirror_vote))
     test_set, _ = build_voxel_set(manifest.filter(split="test").entries, ck_cfg.data, cache_dir=args.cache,
                                   classes=classes, workers=ck_cfg.train.workers, desc="voxelize test")
     metrics.update(_evaluate_test(name, best_path, ck_cfg.train.device, test_set, run_dir, prior=prior,
-                                  tau=args.prior_tau))
+                                  tau=args.prior_tau, mirror_vote=args.mirror_vote))
     metrics["tested_separately"] = True
     atomic_write_text(out, json.dumps(metrics, indent=1, default=float))
     print(f"metrics: {out}")
@@ -229,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prior-tau", type=float, default=None,
                     help="test predictions divided by the training class prior^tau (default: the data set's "
                          "preset, chosen on validation mean-class accuracy; 0 = none)")
+    ap.add_argument("--mirror-vote", type=int, choices=(0, 1), default=None,
+                    help="1: also vote over mirror images at test time (default: the data set's preset, chosen on "
+                         "validation)")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--no-test", action="store_true", help="train and validate only (for choosing levers)")
     mode.add_argument("--test-only", action="store_true",
@@ -244,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     folder, preset = DATASETS[args.dataset]
     if args.prior_tau is None:
         args.prior_tau = PRIOR_TAU[args.dataset]
+    args.mirror_vote = bool(MIRROR_VOTE[args.dataset] if args.mirror_vote is None else args.mirror_vote)
     root = data_root() / folder
     index = root / "index.csv"
     if not index.is_file():
@@ -292,10 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{name}: best validation accuracy {result.best_val_acc:.4f} at epoch {best['epoch']}/{cfg.train.epochs}")
     prior = _train_prior(train_set.labels[tr_idx], len(train_set.classes))
     if len(va_idx):
-        metrics.update(_evaluate_val(name, result.best_path, cfg.train.device, train_set.subset(va_idx), prior))
+        metrics.update(_evaluate_val(name, result.best_path, cfg.train.device, train_set.subset(va_idx), prior,
+                                     mirror_vote=args.mirror_vote))
     if test_set is not None:
         metrics.update(_evaluate_test(name, result.best_path, cfg.train.device, test_set, run_dir, prior=prior,
-                                      tau=args.prior_tau))
+                                      tau=args.prior_tau, mirror_vote=args.mirror_vote))
     else:
         # Inference rate on the validation-sized slice of train, so --no-test runs also report it.
         sl = train_set.grids[: min(64, len(train_set))]

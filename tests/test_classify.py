@@ -80,6 +80,13 @@ def test_voting_equals_mean_over_rotations():
     np.testing.assert_allclose(voted, np.mean(each, axis=0), rtol=1e-5, atol=1e-6)
     single = predict_proba(model, grids, vote=False, device=torch.device("cpu"))
     np.testing.assert_allclose(single, each[0], rtol=1e-5, atol=1e-6)
+    # Mirror voting also averages each rotation's mirror image across the vertical x-z plane
+    # (x flipped for a z-up set, the same mirror training uses).
+    mirrored = predict_proba(model, grids, vote=True, mirror_vote=True, device=torch.device("cpu"), up_axis="z")
+    with torch.no_grad():
+        flips = [torch.softmax(model(torch.as_tensor(np.ascontiguousarray(grids[:, r:r + 1, ::-1])).float()), 1).numpy()
+                 for r in range(4)]
+    np.testing.assert_allclose(mirrored, (np.mean(each, axis=0) + np.mean(flips, axis=0)) / 2, rtol=1e-5, atol=1e-6)
 
 
 def test_stratified_split_keeps_every_class():
@@ -108,7 +115,11 @@ def test_end_to_end_from_real_config(tiny_synth, tmp_path, capsys):
                  "--cache", str(cache), "--out", str(tmp_path / "eval")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 3 and metrics["rotations"] == 2 and 0 <= metrics["overall_accuracy"] <= 1
+    assert metrics["mirror_vote"] is False
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 0
+    assert main(["-q", "classify", "evaluate", str(run / "best.pt"), "--data", str(tiny_synth),
+                 "--cache", str(cache), "--out", str(tmp_path / "eval-m"), "--mirror-vote"]) == 0
+    assert json.loads((tmp_path / "eval-m" / "metrics.json").read_text())["mirror_vote"] is True
     capsys.readouterr()
     bad = tmp_path / "bad.off"
     bad.write_text("OFF\n3 1 0\n0 0 0\n")

@@ -45,7 +45,10 @@ def register(sub) -> None:
     e.add_argument("--split", default="test", help="split to evaluate (default test)")
     e.add_argument("--out", type=Path, default=None, help="output folder (default: beside the checkpoint)")
     e.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "voxels")
-    e.add_argument("--no-vote", action="store_true", help="use only the unrotated copy")
+    vote = e.add_mutually_exclusive_group()
+    vote.add_argument("--no-vote", action="store_true", help="use only the unrotated copy")
+    vote.add_argument("--mirror-vote", action="store_true",
+                      help="also average over each rotation's mirror image (default: the config's mirror_vote)")
     e.set_defaults(handler=run_evaluate)
 
     pr = csub.add_parser("predict", help="top-k classes for files or folders",
@@ -103,7 +106,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise Shapes3DError(f"{args.data}: no shapes in split {args.split!r}")
     data, _ = build_voxel_set(entries, cfg.data, cache_dir=args.cache, classes=classes, desc="voxelize test")
     out = args.out or args.checkpoint.parent / f"eval-{args.split}"
-    res = evaluate(model, cfg, data, out, vote=not args.no_vote)
+    res = evaluate(model, cfg, data, out, vote=not args.no_vote, mirror_vote=True if args.mirror_vote else None)
     width = max(len(c) for c in classes)
     print(f"{'class':<{width}}  accuracy  support")
     for c, v in res["per_class"].items():

@@ -263,7 +263,8 @@ def _predict_sharded(model: VoxNet, grids: np.ndarray | GridStack, cfg: Classify
     """Validation probabilities (S, K): each rank predicts its rows, one all-reduce assembles them."""
     rows = np.arange(dist.rank, len(grids), dist.world)
     mine = grids if not dist.enabled else grids.subset(rows) if isinstance(grids, GridStack) else grids[rows]
-    p = predict_proba(model, mine, vote=cfg.vote, device=dist.device, up_axis=cfg.data.up_axis)
+    p = predict_proba(model, mine, vote=cfg.vote, device=dist.device, up_axis=cfg.data.up_axis,
+                      mirror_vote=cfg.mirror_vote)
     if not dist.enabled:
         return p
     full = torch.zeros(len(grids), p.shape[1], dtype=torch.float64)
@@ -290,14 +291,15 @@ def load_classifier(path: str | Path, *, device: str = "auto") -> tuple[VoxNet, 
 
 
 def evaluate(model: VoxNet, cfg: ClassifyConfig, test_set: VoxelSet, out_dir: str | Path, *,
-             vote: bool | None = None, device: str = "auto") -> dict:
+             vote: bool | None = None, mirror_vote: bool | None = None, device: str = "auto") -> dict:
     """Overall and mean-class accuracy, per-class table, confusion matrix PNG and JSON in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     vote = cfg.vote if vote is None else vote
+    mirror_vote = cfg.mirror_vote if mirror_vote is None else mirror_vote
     dev = next(model.parameters()).device if device == "auto" else pick_device(device)
     t0 = time.perf_counter()
-    p = predict_proba(model, test_set.grids, vote=vote, device=dev, up_axis=cfg.data.up_axis)
+    p = predict_proba(model, test_set.grids, vote=vote, device=dev, up_axis=cfg.data.up_axis, mirror_vote=mirror_vote)
     seconds = time.perf_counter() - t0
     pred = p.argmax(1)
     k = len(test_set.classes)
@@ -313,6 +315,7 @@ def evaluate(model: VoxNet, cfg: ClassifyConfig, test_set: VoxelSet, out_dir: st
         "n": int(len(test_set)),
         "vote": bool(vote),
         "rotations": int(test_set.grids.shape[1]) if vote else 1,
+        "mirror_vote": bool(mirror_vote),
         "per_class": per_class,
         "confusion": conf.tolist(),
         "classes": list(test_set.classes),

@@ -72,3 +72,4 @@ class ClassifyConfig:
     augment: AugmentConfig = option(doc="Training augmentation.", factory=AugmentConfig)
     train: ClassifyTrainConfig = option(doc="Optimisation.", factory=ClassifyTrainConfig)
     vote: bool = option(True, "Evaluate by averaging class probabilities over all cached rotations.")
+    mirror_vote: bool = option(False, "Also average over each rotation's mirror image (twice the inference).")

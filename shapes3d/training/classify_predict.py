@@ -43,7 +43,8 @@ def predict_files(checkpoint: str | Path, paths: Sequence[str | Path], *, top_k:
         except Shapes3DError as e:
             skipped.append((path, str(e)))
             continue
-        p = predict_proba(model, grids, vote=cfg.vote, device=dev, up_axis=cfg.data.up_axis)[0]
+        p = predict_proba(model, grids, vote=cfg.vote, device=dev, up_axis=cfg.data.up_axis,
+                          mirror_vote=cfg.mirror_vote)[0]
         order = np.argsort(-p)[:top_k]
         results.append((path, [(classes[i], float(p[i])) for i in order]))
     return results, skipped
