@@ -302,6 +302,20 @@ def three_spheres(tmp_path_factory):
     return sdf_train.load_deepsdf(result.last_path, device="cpu"), data
 
 
+def test_extract_shape_through_the_frozen_field_gives_the_decoders_surface(three_spheres):
+    from shapes3d.geometry.extract import extract_mesh
+    from shapes3d.training.sdf_pipeline import decoder_field, extract_shape
+
+    model, _ = three_spheres
+    code = model.codes[1]
+    ours = extract_shape(model.decoder, code, resolution=40, mode="dense").mesh
+    ref = extract_mesh(decoder_field(model.decoder, code), resolution=40, bound=1.0, mode="dense", device="cpu").mesh
+    assert len(ours.faces) > 100 and np.array_equal(ours.faces, ref.faces)
+    np.testing.assert_allclose(ours.vertices, ref.vertices, atol=1e-5)
+    radius = np.linalg.norm(ours.vertices, axis=1).mean()
+    assert abs(radius - 0.5) < 0.05  # the second training sphere
+
+
 def test_fit_recovers_a_training_shape(three_spheres):
     model, data = three_spheres
     dec, codes = model.decoder, model.codes
