@@ -235,6 +235,64 @@ def _test_only(args: argparse.Namespace, name: str, run_dir: Path, out: Path, ma
     return 0
 
 
+def _ensemble(args: argparse.Namespace, manifest) -> int:
+    """Average the voted probabilities of the best checkpoints of earlier runs (``--ensemble TAG ...``).
+
+    Validation figures always (the members share the seeded split); test figures only with
+    ``--ensemble-test``, once the ensemble has been chosen on validation.
+    """
+    from shapes3d.training.classify import load_classifier
+
+    members, val_p, test_p = [], [], []
+    labels = classes = va_labels = prior = None
+    for tag in args.ensemble:
+        best = args.runs / f"{args.dataset}_{tag}" / "best.pt"
+        if not best.is_file():
+            print(f"--ensemble: no checkpoint {best}", file=sys.stderr)
+            return 2
+        model, cfg, names = load_classifier(best, device="cpu")
+        if classes is not None and names != classes:
+            print(f"--ensemble: {best} has classes {names}, the first member {classes}", file=sys.stderr)
+            return 2
+        classes = names
+        train_set, _ = build_voxel_set(manifest.filter(split="train").entries, cfg.data, cache_dir=args.cache,
+                                       classes=classes, workers=cfg.train.workers, desc="voxelize train")
+        tr_idx, va_idx = stratified_split(train_set.labels, cfg.train.val_fraction, seed=cfg.train.seed)
+        if va_labels is not None and not np.array_equal(train_set.labels[va_idx], va_labels):
+            print(f"--ensemble: {best} was validated on a different split", file=sys.stderr)
+            return 2
+        va_labels, prior = train_set.labels[va_idx], _train_prior(train_set.labels[tr_idx], len(classes))
+        kw = {"vote": cfg.vote, "device": torch.device("cpu"), "up_axis": cfg.data.up_axis,
+              "mirror_vote": args.mirror_vote}
+        val_p.append(predict_proba(model, train_set.subset(va_idx).grids, **kw))
+        if args.ensemble_test:
+            test_set, _ = build_voxel_set(manifest.filter(split="test").entries, cfg.data, cache_dir=args.cache,
+                                          classes=classes, workers=cfg.train.workers, desc="voxelize test")
+            test_p.append(predict_proba(model, test_set.grids, **kw))
+            labels = test_set.labels
+        members.append(str(best))
+    name = f"{args.dataset}_ens_{'_'.join(args.ensemble)}"
+    metrics: dict = {"dataset": args.dataset, "members": members, "mirror_vote": args.mirror_vote, "val": {}}
+    for i, p in [*((str(i), q) for i, q in enumerate(val_p)), ("ensemble", np.mean(val_p, axis=0))]:
+        for tau in VAL_TAUS:
+            r = _scores(_prior_corrected(p, prior, tau), va_labels, classes)
+            metrics["val"][f"{i} tau {tau}"] = {"overall": r["overall_accuracy"], "mean_class": r["mean_class_accuracy"]}
+            print(f"{name}: validation, member {i}, prior tau {tau}: overall {r['overall_accuracy']:.4f}, "
+                  f"mean class {r['mean_class_accuracy']:.4f}")
+    if args.ensemble_test:
+        raw = _scores(np.mean(test_p, axis=0), labels, classes)
+        res = _scores(_prior_corrected(np.mean(test_p, axis=0), prior, args.prior_tau), labels, classes)
+        metrics.update({"test_prior_tau": args.prior_tau, "test_overall_accuracy": res["overall_accuracy"],
+                        "test_mean_class_accuracy": res["mean_class_accuracy"], "test_per_class": res["per_class"],
+                        "test_confusion": res["confusion"], "test_uncorrected": raw})
+        print(f"{name}: test overall accuracy {res['overall_accuracy']:.4f}, mean class accuracy "
+              f"{res['mean_class_accuracy']:.4f} (prior tau {args.prior_tau}, mirror vote {args.mirror_vote})")
+    out = args.results / f"classify_{name}.json"
+    atomic_write_text(out, json.dumps(metrics, indent=1, default=float))
+    print(f"metrics: {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dataset", choices=sorted(DATASETS))
@@ -251,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--no-test", action="store_true", help="train and validate only (for choosing levers)")
     mode.add_argument("--test-only", action="store_true",
                       help="no training: test the best checkpoint of an earlier --no-test run with this tag")
+    mode.add_argument("--ensemble", nargs="+", metavar="TAG",
+                      help="no training: average the best checkpoints of earlier runs with these tags (validation)")
+    ap.add_argument("--ensemble-test", action="store_true", help="with --ensemble: also report the test split")
     ap.add_argument("--tag", default="", help="suffix of the run folder and results file")
     ap.add_argument("--cache", type=Path, default=Path(os.environ.get("SHAPES3D_CACHE", "/tmp/bench_cls/cache")),
                     help="voxel cache folder (default /tmp/bench_cls/cache or $SHAPES3D_CACHE)")
@@ -277,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     manifest = load_csv(index)
     if args.test_only:
         return _test_only(args, name, run_dir, out, manifest)
+    if args.ensemble:
+        return _ensemble(args, manifest)
     wall0 = time.perf_counter()
 
     t0 = time.perf_counter()
