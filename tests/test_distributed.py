@@ -143,6 +143,7 @@ def test_deepsdf_sigint_mid_epoch_then_resume_is_bit_identical(tmp_path, monkeyp
     from shapes3d.training import sdf as sdf_train
 
     cfg, data = config(3), sphere_data()
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under nohup / in a background job
     straight = sdf_train.train(cfg, data, tmp_path / "a")
     calls = {"n": 0}
     real = sdf_train.sample_batch
@@ -159,7 +160,7 @@ def test_deepsdf_sigint_mid_epoch_then_resume_is_bit_identical(tmp_path, monkeyp
     assert stopped.interrupted == "SIGINT"
     ck = load_checkpoint(tmp_path / "b" / "last.pt")
     assert ck["epoch"] == 1 and ck["position"]["epoch"] == 2 and ck["position"]["step"] == 2
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is before  # handlers restored
     resumed = sdf_train.train(cfg, data, tmp_path / "b", resume=True)
     assert resumed.interrupted is None
     a, b = load_checkpoint(straight.last_path), load_checkpoint(tmp_path / "b" / "last.pt")
