@@ -115,6 +115,19 @@ def test_frozen_field_matches_the_decoder_in_values_and_xyz_gradients(latent, sk
         assert getattr(frozen, f"w{k}").shape[0] == 32 - (latent + 3) + 3
 
 
+@pytest.mark.parametrize("weight_norm", [True, False])
+def test_frozen_field_keeps_its_values_while_the_decoder_trains_on(weight_norm):
+    torch.manual_seed(0)
+    dec = SDFDecoder(latent_size=8, hidden=32, layers=4, skip_at=(2,), weight_norm=weight_norm)
+    frozen = dec.freeze(torch.randn(8))
+    x = torch.rand(16, 3)
+    before = frozen(x).clone()
+    with torch.no_grad():
+        for p in dec.parameters():
+            p.add_(1.0)  # an optimizer step updates parameters in place
+    torch.testing.assert_close(frozen(x), before, rtol=0, atol=0)
+
+
 def test_freeze_checks_the_code():
     dec = SDFDecoder(latent_size=8, hidden=32, layers=4, skip_at=(2,))
     with pytest.raises(ValueError, match=r"freeze\(\) needs one code of 8 values, got \(5,\)"):

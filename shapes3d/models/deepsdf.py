@@ -150,7 +150,26 @@ class SDFDecoder(nn.Module):
     def freeze(self, code: torch.Tensor | None = None) -> FrozenSDFField:
         """The inference-only field of ``code`` (None in single-shape mode): 14 % fewer FLOPs; see
         :class:`FrozenSDFField`."""
-        return _freeze(self, code)
+        L = self.latent_size
+        if L:
+            if code is None or code.numel() != L:
+                got = None if code is None else tuple(code.shape)
+                raise ValueError(f"freeze() needs one code of {L} values, got {got}")
+        elif code is not None and code.numel():
+            raise ValueError("this decoder has latent_size 0 (single-shape mode): pass code=None")
+        with torch.no_grad():
+            weights, biases = [], []
+            z = code.reshape(L).to(self.output.weight) if L else None
+            for k, layer in enumerate(self.hidden_layers):
+                w, b = layer.effective_weight().detach(), layer.bias.detach()
+                if k == 0 or k in self.skip_at:
+                    n_in = w.shape[1] - (L + 3)  # hidden columns first (0 for layer 0), then latent, then xyz
+                    if L:
+                        b = b + w[:, n_in : n_in + L] @ z
+                    w = torch.cat([w[:, :n_in], w[:, n_in + L :]], dim=1)
+                weights.append(w)
+                biases.append(b)
+            return FrozenSDFField(weights, biases, self.skip_at, self.output.weight.detach(), self.output.bias.detach())
 
 
 class LatentCodes(nn.Module):
@@ -181,8 +200,8 @@ class FrozenSDFField(nn.Module):
     """Inference-only field of one shape: xyz (N, 3) -> SDF (N,), for extraction and rendering.
 
     Built by :meth:`SDFDecoder.freeze` from a decoder and one code; dropout is never applied,
-    whatever the decoder's mode. Weight norm
-    is applied once, and the code, identical for every point, is folded into biases: the
+    whatever the decoder's mode. Weight norm is applied once, and the code, identical for
+    every point, is folded into biases: the
     layers that read the input (layer 0 and the skip layers) multiply only their xyz and
     hidden columns, and their latent columns become ``bias + W_latent @ z``. For DeepSDF's
     size (latent 256, 8 x 512) that removes 262 144 of 1 835 008 multiply-adds per point
@@ -196,11 +215,12 @@ class FrozenSDFField(nn.Module):
         super().__init__()
         self.skip_at = skip_at
         for k, (w, b) in enumerate(zip(weights, biases)):
-            self.register_buffer(f"w{k}", w.t().contiguous())  # (in, out): addmm without a transpose copy
-            self.register_buffer(f"b{k}", b.contiguous())
+            # Own contiguous copies: (in, out) for addmm, and never views of parameters training may update.
+            self.register_buffer(f"w{k}", w.t().clone(memory_format=torch.contiguous_format))
+            self.register_buffer(f"b{k}", b.clone())
         self.n_layers = len(weights)
-        self.register_buffer("w_out", out_weight.t().contiguous())
-        self.register_buffer("b_out", out_bias.contiguous())
+        self.register_buffer("w_out", out_weight.t().clone(memory_format=torch.contiguous_format))
+        self.register_buffer("b_out", out_bias.clone())
 
     def features(self, xyz: torch.Tensor) -> torch.Tensor:
         """The last hidden layer's activations (N, hidden), which the output layer reads."""
@@ -216,28 +236,3 @@ class FrozenSDFField(nn.Module):
 
     def forward(self, xyz: torch.Tensor) -> torch.Tensor:
         return torch.tanh_(torch.addmm(self.b_out, self.features(xyz), self.w_out)).squeeze(1)
-
-
-def _freeze(decoder: SDFDecoder, code: torch.Tensor | None) -> FrozenSDFField:
-    """See :class:`FrozenSDFField`."""
-    L = decoder.latent_size
-    if L:
-        if code is None or code.numel() != L:
-            raise ValueError(f"freeze() needs one code of {L} values, got {None if code is None else tuple(code.shape)}")
-    elif code is not None and code.numel():
-        raise ValueError("this decoder has latent_size 0 (single-shape mode): pass code=None")
-    with torch.no_grad():
-        weights, biases = [], []
-        z = code.reshape(L).to(decoder.output.weight) if L else None
-        for k, layer in enumerate(decoder.hidden_layers):
-            w, b = layer.effective_weight().detach(), layer.bias.detach()
-            if k == 0 or k in decoder.skip_at:
-                n_in = w.shape[1] - (L + 3)  # hidden columns first (0 for layer 0), then latent, then xyz
-                if L:
-                    b = b + w[:, n_in : n_in + L] @ z
-                w = torch.cat([w[:, :n_in], w[:, n_in + L :]], dim=1)
-            weights.append(w.clone())
-            biases.append(b.clone())
-        return FrozenSDFField(weights, biases, decoder.skip_at, decoder.output.weight.detach().clone(),
-                              decoder.output.bias.detach().clone())
-
