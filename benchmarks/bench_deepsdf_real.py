@@ -56,17 +56,17 @@ import torch
 import trimesh
 
 from shapes3d.config import config_to_dict, load_config
-from shapes3d.geometry.io import load_mesh
-from shapes3d.geometry.normalize import Transform
-from shapes3d.training.sdf import load_deepsdf, train
-from shapes3d.training.sdf_config import DeepSDFConfig
-from shapes3d.training.sdf_fit import fit_code
-from shapes3d.training.sdf_pipeline import (
+from shapes3d.deepsdf.config import DeepSDFConfig
+from shapes3d.deepsdf.fit import fit_code
+from shapes3d.deepsdf.reconstruction import (
     build_sdf_dataset,
     depth_view_observation,
     extract_shape,
     reconstruction_metrics,
 )
+from shapes3d.deepsdf.train import load_deepsdf, train
+from shapes3d.geometry.io import load_mesh
+from shapes3d.geometry.normalize import Transform
 from shapes3d.utils.io import atomic_write_text, data_root
 from shapes3d.utils.progress import set_progress_enabled
 

@@ -25,7 +25,7 @@ import time
 import torch
 import torch.nn as nn
 
-from shapes3d.losses.sdf import sdf_objective
+from shapes3d.losses.sdf_objective import sdf_objective
 from shapes3d.models.deepsdf import SDFDecoder, layer_table
 
 L, HIDDEN, LAYERS, SKIP = 256, 512, 8, (4,)

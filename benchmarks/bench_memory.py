@@ -176,9 +176,9 @@ def _mesh_case(name: str, mesh_path: str) -> dict:
 def _voxel_case(mode: str, cache: str, batch: int, steps: int, workdir: str) -> dict:
     import torch
 
+    from shapes3d.classify.config import ClassifyConfig, ClassifyTrainConfig
+    from shapes3d.classify.train import build_model, train, train_step
     from shapes3d.data.voxel_dataset import GridStack, VoxelSet, apply_augment, augment_params, select_rotations
-    from shapes3d.training.classify import build_model, train, train_step
-    from shapes3d.training.classify_config import ClassifyConfig, ClassifyTrainConfig
 
     torch.set_num_threads(1)
     big = np.load(cache, mmap_mode="c")
@@ -212,8 +212,8 @@ def _sdf_case(mode: str, folder: str, n: int, shapes_per_batch: int, steps: int,
     import torch
 
     from shapes3d.data.sdf_dataset import SDFDataset, ShapeSamples
-    from shapes3d.training.sdf import build_codes, build_decoder, build_optimizer, sample_batch, train, train_step
-    from shapes3d.training.sdf_config import DeepSDFConfig, DeepSDFModelConfig, SDFTrainConfig
+    from shapes3d.deepsdf.config import DeepSDFConfig, DeepSDFModelConfig, SDFTrainConfig
+    from shapes3d.deepsdf.train import build_codes, build_decoder, build_optimizer, sample_batch, train, train_step
 
     torch.set_num_threads(1)
     arrays = [(np.load(Path(folder) / f"pos_{i}.npy", mmap_mode="c"), np.load(Path(folder) / f"neg_{i}.npy", mmap_mode="c"))

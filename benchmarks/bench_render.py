@@ -23,7 +23,7 @@ from shapes3d.geometry.io import load_mesh
 from shapes3d.geometry.normalize import normalize
 from shapes3d.render.cameras import cameras_on_sphere
 from shapes3d.render.mesh import MeshScene, render_mesh
-from shapes3d.render.sdf import render_sdf
+from shapes3d.render.sdf_render import render_sdf
 from shapes3d.utils.io import data_root
 
 

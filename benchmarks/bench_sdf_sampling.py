@@ -28,7 +28,7 @@ import numpy as np
 import trimesh
 
 from shapes3d.geometry.sampling import SDFSampleConfig, sample_sdf
-from shapes3d.geometry.sdf import signed_distance
+from shapes3d.geometry.signed_distance import signed_distance
 from shapes3d.utils.io import data_root
 
 DEFAULT_MESH = "classic_scans/quartet/bunny_watertight.obj"

@@ -10,14 +10,14 @@ import pytest
 import torch
 import trimesh
 
+from shapes3d.classify.config import ClassifyConfig
+from shapes3d.classify.train import predict_proba, train_step
 from shapes3d.cli.main import main
 from shapes3d.config import load_config
 from shapes3d.data.tasks import voxelize_geometry
 from shapes3d.data.voxel_dataset import augment_batch, stratified_split
+from shapes3d.engine.checkpoint import load_checkpoint
 from shapes3d.models.voxnet import VoxNet
-from shapes3d.training.checkpoint import load_checkpoint
-from shapes3d.training.classify import predict_proba, train_step
-from shapes3d.training.classify_config import ClassifyConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -133,9 +133,9 @@ def test_end_to_end_from_real_config(tiny_synth, tmp_path, capsys):
 
 def test_resume_continues_exactly(tiny_synth, tmp_path):
     """2 epochs straight equal 1 epoch, stop, resume for the rest: bit-identical weights on CPU."""
+    from shapes3d.classify.train import train
     from shapes3d.data.discovery import discover
     from shapes3d.data.voxel_dataset import build_voxel_set
-    from shapes3d.training.classify import train
 
     cfg = load_config(ClassifyConfig, CONFIGS / "voxnet.toml",
                       overrides=["data.rotations=2", "train.batch_size=4", "train.epochs=2", "train.device='cpu'"])

@@ -116,11 +116,11 @@ def test_every_option_is_documented():
 
 def _config_classes():
     """Every config dataclass that a file in configs/ is loaded into."""
+    from shapes3d.classify.config import ClassifyConfig
     from shapes3d.data.configs import SynthConfig, VoxelCacheConfig
-    from shapes3d.training.classify_config import ClassifyConfig
-    from shapes3d.training.sdf_config import DeepSDFConfig
-    from shapes3d.training.sdf_views_config import ViewsConfig
-    from shapes3d.training.style_config import StyleConfig
+    from shapes3d.deepsdf.config import DeepSDFConfig
+    from shapes3d.deepsdf.views_config import ViewsConfig
+    from shapes3d.style.config import StyleConfig
 
     return {"synth.toml": (SynthConfig, None), "voxels.toml": (VoxelCacheConfig, None),
             "voxnet.toml": (ClassifyConfig, None), "style.toml": (StyleConfig, None),

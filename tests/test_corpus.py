@@ -26,10 +26,10 @@ from shapes3d.config import load_config
 from shapes3d.data.configs import VoxelCacheConfig
 from shapes3d.data.preprocess import run_preprocess
 from shapes3d.data.tasks import voxel_task
+from shapes3d.engine.checkpoint import load_checkpoint, save_checkpoint
 from shapes3d.errors import CheckpointError, InputFileError, Shapes3DError
 from shapes3d.geometry.io import load_geometry, load_mesh, load_points
 from shapes3d.pretrained import read_vgg_state
-from shapes3d.training.checkpoint import load_checkpoint, save_checkpoint
 
 CORPUS = Path(__file__).parent / "corpus"
 ROWS = list(csv.DictReader(open(CORPUS / "manifest.csv", newline="", encoding="utf-8")))

@@ -12,15 +12,15 @@ import torch.nn.functional as F
 
 from shapes3d.config import load_config
 from shapes3d.data.sdf_dataset import SDFDataset, ShapeSamples, samples_from_sdf, split_by_sign
+from shapes3d.deepsdf import fit as sdf_fit
+from shapes3d.deepsdf import train as sdf_train
+from shapes3d.deepsdf.config import DeepSDFConfig
+from shapes3d.deepsdf.fit import crop_observation, fit_code, interpolate_codes, observations_from_depth
+from shapes3d.engine.checkpoint import load_checkpoint
 from shapes3d.errors import ConfigError
 from shapes3d.geometry.conventions import sphere_sdf
-from shapes3d.losses.sdf import clamped_l1, latent_regulariser, sdf_objective
+from shapes3d.losses.sdf_objective import clamped_l1, latent_regulariser, sdf_objective
 from shapes3d.models.deepsdf import LatentCodes, SDFDecoder, _ReLUDropout, keep_mask
-from shapes3d.training import sdf as sdf_train
-from shapes3d.training import sdf_fit
-from shapes3d.training.checkpoint import load_checkpoint
-from shapes3d.training.sdf_config import DeepSDFConfig
-from shapes3d.training.sdf_fit import crop_observation, fit_code, interpolate_codes, observations_from_depth
 
 CONFIG = "configs/deepsdf.toml"
 
@@ -316,8 +316,8 @@ def three_spheres(tmp_path_factory):
 
 
 def test_extract_shape_through_the_frozen_field_gives_the_decoders_surface(three_spheres):
+    from shapes3d.deepsdf.reconstruction import decoder_field, extract_shape
     from shapes3d.geometry.extract import extract_mesh
-    from shapes3d.training.sdf_pipeline import decoder_field, extract_shape
 
     model, _ = three_spheres
     code = model.codes[1]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from shapes3d.training import distributed
-from shapes3d.training.checkpoint import load_checkpoint
+from shapes3d.engine import distributed
+from shapes3d.engine.checkpoint import load_checkpoint
 
 WORKERS = Path(__file__).resolve().parent / "workers"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -140,7 +140,7 @@ def test_deepsdf_sigint_mid_epoch_then_resume_is_bit_identical(tmp_path, monkeyp
         from sdf_train import config, sphere_data
     finally:
         sys.path.remove(str(WORKERS))
-    from shapes3d.training import sdf as sdf_train
+    from shapes3d.deepsdf import train as sdf_train
 
     cfg, data = config(3), sphere_data()
     before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under nohup / in a background job

@@ -27,11 +27,11 @@ from hypothesis import strategies as st
 
 from shapes3d.config import config_from_dict, load_config
 from shapes3d.data.configs import VoxelCacheConfig
+from shapes3d.deepsdf.config import DeepSDFConfig
 from shapes3d.errors import ConfigError, Shapes3DError
 from shapes3d.geometry.io import MESH_EXTENSIONS, POINT_EXTENSIONS, load_geometry, load_mesh, load_points
 from shapes3d.geometry.off import read_off
 from shapes3d.geometry.pcd import read_pcd
-from shapes3d.training.sdf_config import DeepSDFConfig
 
 _LONG = int(os.environ.get("SHAPES3D_FUZZ_EXAMPLES", "0"))
 MAX_ALLOC_BYTES = 64 << 20

@@ -46,8 +46,8 @@ def _mapping_of(address: int) -> str:
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc (Linux)")
 def test_sdf_dataset_samples_from_memory_maps(tiny_synth, tmp_path):
-    from shapes3d.training.sdf_config import SDFSamplingConfig
-    from shapes3d.training.sdf_pipeline import build_sdf_dataset
+    from shapes3d.deepsdf.config import SDFSamplingConfig
+    from shapes3d.deepsdf.reconstruction import build_sdf_dataset
 
     entries = discover(tiny_synth).filter(split="test").entries
     cfg = SDFSamplingConfig(n_samples=3000, n_uniform=300)

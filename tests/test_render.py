@@ -13,7 +13,7 @@ from PIL import Image
 
 from shapes3d.render.cameras import Camera, cameras_on_sphere
 from shapes3d.render.mesh import MeshScene, render_mesh
-from shapes3d.render.sdf import render_sdf
+from shapes3d.render.sdf_render import render_sdf
 from shapes3d.render.sheet import contact_sheet, depth_to_image
 
 CENTRE = np.array([0.1, -0.05, 0.02])

@@ -10,7 +10,7 @@ from conftest import real_subset
 from shapes3d.errors import CheckpointError, ConfigError, MissingFileError
 from shapes3d.geometry.conventions import sphere_sdf
 from shapes3d.geometry.sampling import SDFSampleConfig, SDFSamples, sample_sdf, sample_surface
-from shapes3d.geometry.sdf import signed_distance, spatial_order
+from shapes3d.geometry.signed_distance import signed_distance, spatial_order
 
 SMALL = SDFSampleConfig(n_samples=12_000, n_uniform=2_000)
 
@@ -67,7 +67,7 @@ def test_normalisation_stored_and_invertible(ellipsoid, samples):
     # Normalised vertices: farthest at 1/1.03.
     assert np.linalg.norm(samples.transform.apply(ellipsoid.vertices), axis=1).max() == pytest.approx(1 / 1.03)
     # Mapping samples back, their SDF matches a fresh computation in input units.
-    from shapes3d.geometry.sdf import signed_distance
+    from shapes3d.geometry.signed_distance import signed_distance
 
     back = samples.to_input_frame()[:500]
     direct = signed_distance(ellipsoid, back[:, :3]).values

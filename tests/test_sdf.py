@@ -12,7 +12,7 @@ import trimesh
 from conftest import real_subset
 
 from shapes3d.geometry.conventions import sphere_sdf
-from shapes3d.geometry.sdf import drop_duplicate_faces, signed_distance
+from shapes3d.geometry.signed_distance import drop_duplicate_faces, signed_distance
 from shapes3d.geometry.winding import winding_number
 
 

@@ -11,7 +11,7 @@ import torch
 
 from shapes3d.cli.main import main
 from shapes3d.config import load_config
-from shapes3d.training.sdf_config import DeepSDFConfig
+from shapes3d.deepsdf.config import DeepSDFConfig
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "deepsdf.toml"
 SHRINK = ["model.hidden=64", "model.latent_size=16", "model.dropout=0.0", "train.epochs=40",
@@ -111,7 +111,7 @@ def test_fit_views_from_a_mesh_and_from_its_targets_folder_then_style_shape(trai
     assert 'optimise = "decoder"' in (styled / "config.toml").read_text()
     assert "stylised ring_0001 (decoder)" in capsys.readouterr().out
     # the stylised decoder comes as a whole model that the other commands read
-    from shapes3d.training.sdf import load_deepsdf
+    from shapes3d.deepsdf.train import load_deepsdf
 
     source, tuned = load_deepsdf(ck), load_deepsdf(styled / "ring_0001-styled-model.pt")
     assert tuned.names == source.names and torch.equal(tuned.codes, source.codes)
@@ -125,8 +125,8 @@ def test_render_a_training_shape_and_a_code_file_of_a_checkpoint(trained, tmp_pa
     import numpy as np
     from PIL import Image
 
-    from shapes3d.training.checkpoint import save_checkpoint
-    from shapes3d.training.sdf import load_deepsdf
+    from shapes3d.deepsdf.train import load_deepsdf
+    from shapes3d.engine.checkpoint import save_checkpoint
 
     ck = trained / "last.pt"
     model = load_deepsdf(ck, device="cpu")

@@ -9,12 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from shapes3d.models.deepsdf import SDFDecoder
-from shapes3d.pretrained import load_vgg
-from shapes3d.render.cameras import cameras_on_sphere
-from shapes3d.render.sdf import shade_by_differences
-from shapes3d.training.sdf_pipeline import decoder_field
-from shapes3d.training.sdf_views import (
+from shapes3d.deepsdf.reconstruction import decoder_field
+from shapes3d.deepsdf.views import (
     ViewTargets,
     fit_code_to_views,
     render_views,
@@ -22,12 +18,16 @@ from shapes3d.training.sdf_views import (
     targets_from_mesh,
     view_cameras,
 )
-from shapes3d.training.sdf_views_config import (
+from shapes3d.deepsdf.views_config import (
     FitViewsConfig,
     StyleShapeConfig,
     ViewRenderConfig,
     ViewsConfig,
 )
+from shapes3d.models.deepsdf import SDFDecoder
+from shapes3d.pretrained import load_vgg
+from shapes3d.render.cameras import cameras_on_sphere
+from shapes3d.render.sdf_render import shade_by_differences
 
 CODES = torch.tensor([[-0.5, 0.0], [0.5, 0.0]])
 RADII = (0.35, 0.6)

@@ -25,9 +25,9 @@ from shapes3d.data.cache import cache_location
 from shapes3d.data.discovery import load_csv
 from shapes3d.data.preprocess import run_preprocess
 from shapes3d.data.tasks import voxel_task
+from shapes3d.engine.checkpoint import load_checkpoint
 from shapes3d.errors import CheckpointError, ConfigError, InputFileError, Shapes3DError
 from shapes3d.pretrained import load_lpips_vgg, load_numpy_pickle, read_vgg_state
-from shapes3d.training.checkpoint import load_checkpoint
 from shapes3d.utils.io import safe_child
 
 PACKAGE = Path(__file__).resolve().parents[1] / "shapes3d"

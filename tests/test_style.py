@@ -10,8 +10,9 @@ from PIL import Image
 from shapes3d.cli.main import main
 from shapes3d.config import load_config
 from shapes3d.pretrained import find_vgg_weights
-from shapes3d.training.style import style_transfer, synthesize_texture, to_image_tensor
-from shapes3d.training.style_config import StyleConfig
+from shapes3d.render.images import to_image_tensor
+from shapes3d.style.config import StyleConfig
+from shapes3d.style.synthesis import style_transfer, synthesize_texture
 
 
 def _cfg(**kw) -> StyleConfig:

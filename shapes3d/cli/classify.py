@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from shapes3d.classify.config import ClassifyConfig
 from shapes3d.cli.common import (
     DEFAULT_CACHE,
     add_config_args,
@@ -15,7 +16,6 @@ from shapes3d.cli.common import (
     report_interrupted,
     resolve_config,
 )
-from shapes3d.training.classify_config import ClassifyConfig
 
 
 def register(sub) -> None:
@@ -71,9 +71,9 @@ def _report_skipped(skipped) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from shapes3d.classify.train import train
     from shapes3d.data.voxel_dataset import build_voxel_set
-    from shapes3d.training.classify import train
-    from shapes3d.training.distributed import is_main_process, main_process_first
+    from shapes3d.engine.distributed import is_main_process, main_process_first
 
     cfg = resolve_config(ClassifyConfig, args)
     manifest = load_manifest(args.data)
@@ -96,8 +96,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from shapes3d.classify.train import evaluate, load_classifier
     from shapes3d.data.voxel_dataset import build_voxel_set
-    from shapes3d.training.classify import evaluate, load_classifier
 
     model, cfg, classes = load_classifier(args.checkpoint)
     entries = load_manifest(args.data).filter(split=args.split).entries
@@ -120,7 +120,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from shapes3d.training.classify_predict import predict_files
+    from shapes3d.classify.predict import predict_files
 
     results, skipped = predict_files(args.checkpoint, args.paths, top_k=args.top_k)
     for path, top in results:
@@ -135,8 +135,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_filters(args: argparse.Namespace) -> int:
-    from shapes3d.training.classify import load_classifier
-    from shapes3d.training.plots import plot_filters
+    from shapes3d.classify.train import load_classifier
+    from shapes3d.engine.plots import plot_filters
 
     model, _, _ = load_classifier(args.checkpoint, device="cpu")
     out = args.out or args.checkpoint.parent / "filters.png"

@@ -61,7 +61,7 @@ def report_interrupted(result, *, main: bool) -> int | None:
     the shell's exit code for that signal; None when training ran to its end."""
     if not result.interrupted:
         return None
-    from shapes3d.training.distributed import interrupted_exit_code
+    from shapes3d.engine.distributed import interrupted_exit_code
 
     if main:
         print(f"interrupted by {result.interrupted}: position saved in {result.last_path}; "

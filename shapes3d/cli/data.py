@@ -27,13 +27,13 @@ def _voxel_task(cfg: VoxelCacheConfig):
 
 def _sdf_task(cfg):
     from shapes3d.data.tasks import SDF_VERSION, sdf_task
-    from shapes3d.training.sdf_pipeline import sdf_task_params
+    from shapes3d.deepsdf.reconstruction import sdf_task_params
 
     return sdf_task, sdf_task_params(cfg.samples), SDF_VERSION
 
 
 def _deepsdf_config():
-    from shapes3d.training.sdf_config import DeepSDFConfig
+    from shapes3d.deepsdf.config import DeepSDFConfig
 
     return DeepSDFConfig
 

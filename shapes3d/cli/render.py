@@ -7,9 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODES = ("shaded", "depth", "normals", "silhouette")
-CAMERA_DISTANCE = 3.2  # the shape lies in the unit sphere; 40 deg of view then frame it with a little air
-FOV_DEG = 40.0
+from shapes3d.render.images import MODES, render_code_rows, render_rows
 
 
 def register(sub) -> None:
@@ -32,68 +30,10 @@ def register(sub) -> None:
     p.set_defaults(handler=run)
 
 
-def _cameras(*, views: int, elevations, size: int, up: str):
-    from shapes3d.render.cameras import cameras_on_sphere
-
-    return cameras_on_sphere(elevations_deg=elevations, azimuths_deg=np.arange(views) * 360.0 / views,
-                             distance=CAMERA_DISTANCE, up=up, fov_deg=FOV_DEG, width=size, height=size)
-
-
-def render_rows(mesh, *, views: int, elevations, size: int, up: str, modes) -> list[np.ndarray]:
-    """Normalise ``mesh`` into the unit sphere and render one (V, H, W[, 3]) row per mode."""
-    from shapes3d.geometry.normalize import normalize
-    from shapes3d.render.mesh import render_mesh
-    from shapes3d.render.sheet import depth_to_image
-
-    unit, _ = normalize(mesh, mode="sphere", margin=0.0)
-    r = render_mesh(unit, _cameras(views=views, elevations=elevations, size=size, up=up))
-    images = {
-        "shaded": r.shaded,
-        "depth": depth_to_image(r.depth),
-        "normals": np.where(r.silhouette[..., None], (r.normals + 1) / 2, 1.0),
-        "silhouette": 1.0 - r.silhouette.astype(np.float64),
-    }
-    return [images[m] for m in modes]
-
-
-def sdf_images(renders, modes, *, soft_silhouette: bool = False) -> list[np.ndarray]:
-    """:class:`~shapes3d.render.sdf.SDFRenders` -> one (V, H, W[, 3]) numpy row per mode, as :func:`render_rows`.
-
-    ``silhouette`` is dark where the shape is: the hit mask, or ``1 - silhouette_soft``.
-    """
-    from shapes3d.render.sheet import depth_to_image
-
-    hit = renders.hit.detach().cpu().numpy()
-    normals = renders.normals.detach().cpu().numpy()
-    sil = 1.0 - (renders.silhouette_soft.detach().cpu().numpy() if soft_silhouette else hit.astype(np.float64))
-    images = {
-        "shaded": renders.shaded.detach().cpu().numpy(),
-        "depth": depth_to_image(renders.depth.detach().cpu().numpy()),
-        "normals": np.where(hit[..., None], (normals + 1) / 2, 1.0),
-        "silhouette": sil,
-    }
-    return [images[m] for m in modes]
-
-
-def render_code_rows(decoder, code, *, views: int, elevations, size: int, up: str, modes) -> list[np.ndarray]:
-    """Sphere-trace ``decoder`` with ``code`` (L,) or None (its frame is the unit sphere) and render rows per mode."""
-    import torch
-
-    from shapes3d.render.sdf import render_sdf
-
-    reach = 3.0 ** 0.5 + 0.05  # the decoder's box [-1, 1]^3 lies within this distance of the origin
-    device = next(decoder.parameters()).device
-    with torch.no_grad():
-        r = render_sdf(decoder.freeze(code), _cameras(views=views, elevations=elevations, size=size, up=up),
-                       near=CAMERA_DISTANCE - reach, far=CAMERA_DISTANCE + reach, silhouette_samples=16,
-                       device=device)
-    return sdf_images(r, modes)
-
-
 def _checkpoint_rows(path: Path, args, modes) -> tuple[list[np.ndarray], list[str]]:
-    from shapes3d.cli.sdf import code_or_none, shape_code
+    from shapes3d.deepsdf.codes import code_or_none, shape_code
+    from shapes3d.deepsdf.train import load_deepsdf
     from shapes3d.errors import Shapes3DError
-    from shapes3d.training.sdf import load_deepsdf
 
     specs = [*args.shape, *(str(c) for c in args.code)]
     if not specs:

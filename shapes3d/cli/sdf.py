@@ -14,9 +14,11 @@ from shapes3d.cli.common import (
     print_skipped,
     report_interrupted,
     resolve_config,
+    write_resolved_config,
 )
-from shapes3d.training.sdf_config import DeepSDFConfig
-from shapes3d.training.sdf_views_config import ViewsConfig
+from shapes3d.deepsdf.codes import code_or_none, shape_code
+from shapes3d.deepsdf.config import DeepSDFConfig
+from shapes3d.deepsdf.views_config import ViewsConfig
 from shapes3d.utils.io import safe_child
 
 
@@ -101,9 +103,9 @@ def register(sub) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from shapes3d.training.distributed import is_main_process, main_process_first
-    from shapes3d.training.sdf import train
-    from shapes3d.training.sdf_pipeline import build_sdf_dataset
+    from shapes3d.deepsdf.reconstruction import build_sdf_dataset
+    from shapes3d.deepsdf.train import train
+    from shapes3d.engine.distributed import is_main_process, main_process_first
 
     cfg = resolve_config(DeepSDFConfig, args)
     m = load_manifest(args.data)
@@ -125,39 +127,14 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def shape_code(model, spec: str):
-    """A training shape (name, file name or index) or a code file -> (label, code (L,), Transform)."""
-    import torch
-
-    from shapes3d.errors import Shapes3DError
-    from shapes3d.geometry.normalize import Transform
-    from shapes3d.training.checkpoint import load_checkpoint
-
-    if spec.endswith(".pt") and Path(spec).exists():
-        ck = load_checkpoint(spec)
-        return Path(spec).stem, ck["code"], Transform(tuple(ck["offset"].tolist()), float(ck["scale"]))
-    names = model.names
-    idx = None
-    if spec.isdigit() and int(spec) < len(names):
-        idx = int(spec)
-    else:
-        hits = [k for k, n in enumerate(names) if n == spec or Path(n).name == spec or Path(n).stem == spec]
-        idx = hits[0] if hits else None
-    if idx is None:
-        raise Shapes3DError(f"{spec!r} is neither a code file nor one of the {len(names)} training shapes")
-    code = None if model.codes is None else model.codes[idx]
-    t = Transform(tuple(model.offsets[idx].tolist()), float(model.scales[idx]))
-    return Path(names[idx]).stem, (code if code is not None else torch.zeros(0)), t
 
 
-def code_or_none(code):
-    return None if code is None or code.numel() == 0 else code
 
 
 def run_extract(args: argparse.Namespace) -> int:
+    from shapes3d.deepsdf.reconstruction import extract_shape
+    from shapes3d.deepsdf.train import load_deepsdf
     from shapes3d.geometry.export import export_mesh
-    from shapes3d.training.sdf import load_deepsdf
-    from shapes3d.training.sdf_pipeline import extract_shape
 
     model = load_deepsdf(args.checkpoint)
     out = args.out or args.checkpoint.parent / "meshes"
@@ -180,14 +157,14 @@ def run_fit(args: argparse.Namespace) -> int:
     import torch
 
     from shapes3d.config import apply_overrides
+    from shapes3d.deepsdf.fit import crop_observation, fit_code
+    from shapes3d.deepsdf.reconstruction import depth_view_observation, extract_shape, reconstruction_metrics
+    from shapes3d.deepsdf.train import load_deepsdf
+    from shapes3d.engine.checkpoint import save_checkpoint
     from shapes3d.geometry.export import export_mesh
     from shapes3d.geometry.io import load_mesh
     from shapes3d.geometry.normalize import Transform
     from shapes3d.geometry.sampling import SDFSampleConfig, sample_sdf
-    from shapes3d.training.checkpoint import save_checkpoint
-    from shapes3d.training.sdf import load_deepsdf
-    from shapes3d.training.sdf_fit import crop_observation, fit_code
-    from shapes3d.training.sdf_pipeline import depth_view_observation, extract_shape, reconstruction_metrics
 
     model = load_deepsdf(args.checkpoint)
     fit_cfg = apply_overrides(model.config, args.overrides).fit
@@ -229,12 +206,12 @@ def run_fit(args: argparse.Namespace) -> int:
 def run_interpolate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from shapes3d.cli.render import render_rows
+    from shapes3d.deepsdf.fit import interpolate_codes
+    from shapes3d.deepsdf.reconstruction import extract_shape
+    from shapes3d.deepsdf.train import load_deepsdf
     from shapes3d.geometry.export import export_mesh
+    from shapes3d.render.images import render_rows
     from shapes3d.render.sheet import contact_sheet
-    from shapes3d.training.sdf import load_deepsdf
-    from shapes3d.training.sdf_fit import interpolate_codes
-    from shapes3d.training.sdf_pipeline import extract_shape
 
     model = load_deepsdf(args.checkpoint)
     la, za, ta = shape_code(model, args.a)
@@ -259,10 +236,10 @@ def run_interpolate(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from shapes3d.deepsdf.reconstruction import extract_shape, reconstruction_metrics
+    from shapes3d.deepsdf.train import load_deepsdf
     from shapes3d.errors import Shapes3DError
     from shapes3d.geometry.io import load_mesh
-    from shapes3d.training.sdf import load_deepsdf
-    from shapes3d.training.sdf_pipeline import extract_shape, reconstruction_metrics
     from shapes3d.utils.io import atomic_write_csv, atomic_write_text
 
     model = load_deepsdf(args.checkpoint)
@@ -302,6 +279,81 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_fit_views(args: argparse.Namespace) -> int:
-    from shapes3d.cli.views import run_fit_views as run
+    import time
 
-    return run(args)
+    import numpy as np
+    import torch
+
+    from shapes3d.deepsdf.reconstruction import extract_shape, reconstruction_metrics
+    from shapes3d.deepsdf.train import load_deepsdf
+    from shapes3d.deepsdf.view_targets import read_view_targets, write_view_targets
+    from shapes3d.deepsdf.views import fit_code_to_views, targets_from_mesh, view_cameras
+    from shapes3d.engine.checkpoint import save_checkpoint
+    from shapes3d.engine.plots import write_step_log
+    from shapes3d.geometry.export import export_mesh
+    from shapes3d.geometry.io import load_mesh
+    from shapes3d.geometry.normalize import normalize
+    from shapes3d.render.images import sdf_images
+    from shapes3d.render.sheet import contact_sheet
+
+    start = time.perf_counter()
+    cfg = resolve_config(ViewsConfig, args)
+    model = load_deepsdf(args.checkpoint, device=cfg.fit.device)
+    mesh = None
+    if args.targets.is_dir():
+        targets, cams, t = read_view_targets(args.targets)
+        label = args.targets.parent.name if args.targets.name == "targets" else args.targets.name
+    else:
+        mesh = load_mesh(args.targets)
+        # The training shapes' normalisation (sdf sampling): bounding-box centre, unit sphere with a margin.
+        unit, t = normalize(mesh, mode="sphere", margin=model.config.samples.margin, center="bbox")
+        cams = view_cameras(cfg.render)
+        targets = targets_from_mesh(unit, cams, ambient=cfg.render.ambient)
+        label = args.targets.stem
+    out = args.out or safe_child(args.checkpoint.parent / "fit-views", label, what="target name")
+    res = fit_code_to_views(model.decoder, targets, cams, cfg=cfg, codes=model.codes)
+    fit_s = time.perf_counter() - start
+
+    if mesh is not None:
+        write_view_targets(out / "targets", targets, cams, t)
+    offset, scale = (t.offset, t.scale) if t is not None else ((0.0, 0.0, 0.0), 1.0)
+    save_checkpoint(safe_child(out, f"{label}.pt", what="target name"), {"code": res.code.detach().cpu(), "offset": torch.tensor(offset),
+                                          "scale": torch.tensor(scale), "loss": res.loss,
+                                          "source": str(args.targets), "partial": "views"})
+    rows, labels = [], []
+    fitted = dict(zip(("shaded", "normals", "silhouette"),
+                      sdf_images(res.renders, ["shaded", "normals", "silhouette"], soft_silhouette=True)))
+    for kind in ("shaded", "normals", "silhouette"):
+        tgt = getattr(targets, kind)
+        if tgt is None:
+            continue
+        tgt = tgt.numpy()
+        if kind == "normals":
+            tgt = np.where(np.abs(tgt).sum(-1, keepdims=True) > 0, (tgt + 1) / 2, 1.0)
+        elif kind == "silhouette":
+            tgt = 1.0 - tgt
+        for name, row in (("target", tgt), ("fitted", fitted[kind])):
+            rows.append(np.repeat(row[..., None], 3, -1) if row.ndim == 3 else row)
+            labels += [f"{name} {kind}"] + [""] * (len(row) - 1)
+    contact_sheet(np.concatenate(rows), out / "sheet.png", cols=len(cams), labels=labels,
+                  title=f"{label}: target vs fitted")
+    write_step_log(res.history, out, title=f"fit-views {label}",
+                  panels={"loss": ["total"], "silhouette": ["silhouette"],
+                          "ssim": ["ssim_shaded", "ssim_normals"],
+                          "perceptual": ["perceptual_shaded", "perceptual_normals"]})
+    write_resolved_config(cfg, out)
+    print(f"fitted {label} to {len(cams)} views in {fit_s:.1f} s: loss {res.history[0]['total']:.4f} -> "
+          f"{res.loss:.4f} (restarts: {', '.join(f'{x:.4f}' for x in res.restart_losses)}); {out / 'sheet.png'}")
+    ext = extract_shape(model.decoder, res.code, resolution=args.resolution, transform=t)
+    if ext.empty:
+        print(f"  the fitted code has no surface ({ext.reason})")
+        return 0
+    path = export_mesh(ext.mesh, safe_child(out, f"{label}.ply", what="target name"))
+    if mesh is None:
+        print(f"  mesh {path}")
+        return 0
+    metrics = reconstruction_metrics(ext.mesh, mesh, t)
+    safe_child(out, f"{label}.json", what="target name").write_text(json.dumps({**metrics, "loss": res.loss, "fit_seconds": fit_s}, indent=2))
+    print(f"  mesh {path}; Chamfer x1e3 {metrics['chamfer_deepsdf_x1e3']:.3f}, "
+          f"F-score@0.01 {metrics.get('fscore@0.01', float('nan')):.3f}")
+    return 0

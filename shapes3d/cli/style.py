@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from shapes3d.cli.common import add_config_args, config_help, resolve_config, write_resolved_config
-from shapes3d.training.sdf_views_config import ViewsConfig
-from shapes3d.training.style_config import StyleConfig
+from shapes3d.deepsdf.views_config import ViewsConfig
+from shapes3d.style.config import StyleConfig
 from shapes3d.utils.io import safe_child
 
 
@@ -52,36 +52,13 @@ def register(sub) -> None:
     h.set_defaults(handler=run_shape)
 
 
-def read_image(spec: str):
-    """A path or ``skimage:NAME`` -> numpy image."""
-    import numpy as np
-
-    from shapes3d.errors import InputFileError, MissingFileError
-
-    if spec.startswith("skimage:"):
-        import skimage.data
-
-        name = spec.split(":", 1)[1]
-        if not hasattr(skimage.data, name):
-            raise InputFileError(spec, f"scikit-image has no sample image {name!r}")
-        return getattr(skimage.data, name)()
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(spec)
-    if not path.exists():
-        raise MissingFileError(path)
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputFileError(path, f"not a readable image ({e})") from None
 
 
 def _save(result, out: Path, cfg, name: str) -> None:
     import numpy as np
     from PIL import Image
 
-    from shapes3d.training.plots import plot_curves
+    from shapes3d.engine.plots import plot_curves
     from shapes3d.utils.io import atomic_write
 
     img = (result.image[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
@@ -95,7 +72,8 @@ def _save(result, out: Path, cfg, name: str) -> None:
 
 
 def run_texture(args: argparse.Namespace) -> int:
-    from shapes3d.training.style import synthesize_texture, to_image_tensor
+    from shapes3d.render.images import read_image, to_image_tensor
+    from shapes3d.style.synthesis import synthesize_texture
 
     cfg = resolve_config(StyleConfig, args)
     example = to_image_tensor(read_image(args.image), cfg.size)
@@ -105,7 +83,8 @@ def run_texture(args: argparse.Namespace) -> int:
 
 
 def run_transfer(args: argparse.Namespace) -> int:
-    from shapes3d.training.style import style_transfer, to_image_tensor
+    from shapes3d.render.images import read_image, to_image_tensor
+    from shapes3d.style.synthesis import style_transfer
 
     cfg = resolve_config(StyleConfig, args)
     content = to_image_tensor(read_image(args.content), cfg.size)
@@ -121,15 +100,15 @@ def run_shape(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from shapes3d.cli.render import sdf_images
-    from shapes3d.cli.sdf import code_or_none, shape_code
-    from shapes3d.cli.views import write_history
+    from shapes3d.deepsdf.codes import code_or_none, shape_code
+    from shapes3d.deepsdf.reconstruction import extract_shape
+    from shapes3d.deepsdf.train import load_deepsdf
+    from shapes3d.deepsdf.views import stylize_shape, view_cameras
+    from shapes3d.engine.checkpoint import load_checkpoint, save_checkpoint
+    from shapes3d.engine.plots import write_step_log
     from shapes3d.geometry.export import export_mesh
+    from shapes3d.render.images import read_image, sdf_images
     from shapes3d.render.sheet import contact_sheet
-    from shapes3d.training.checkpoint import load_checkpoint, save_checkpoint
-    from shapes3d.training.sdf import load_deepsdf
-    from shapes3d.training.sdf_pipeline import extract_shape
-    from shapes3d.training.sdf_views import stylize_shape, view_cameras
 
     start = time.perf_counter()
     extra = [f'style.optimise="{args.optimise}"'] if args.optimise else []
@@ -148,7 +127,7 @@ def run_shape(args: argparse.Namespace) -> int:
             labels += [f"{name} {mode}"] + [""] * (len(row) - 1)
     contact_sheet(np.concatenate(rows), out / "sheet.png", cols=len(cams), labels=labels,
                   title=f"{label}: {cfg.style.optimise}")
-    write_history(res.history, out, title=f"style shape {label} ({cfg.style.optimise})",
+    write_step_log(res.history, out, title=f"style shape {label} ({cfg.style.optimise})",
                   panels={"loss": ["total"], "style": ["style"], "preserve": ["preserve"]})
     write_resolved_config(cfg, out)
     payload = {"code": None if res.code is None else res.code.cpu(), "offset": torch.tensor(t.offset),

@@ -15,7 +15,7 @@ does, and what we keep:
   deviations 0.0025 and 0.00025 instead, ~28x and ~89x narrower.)
 * **SDF values:** the official code estimates them from rendered depth-map points with an
   11-neighbour normal vote and *drops* points whose vote is not unanimous. We compute exact
-  distances and signs (:func:`~shapes3d.geometry.sdf.signed_distance`), so nothing is
+  distances and signs (:func:`~shapes3d.geometry.signed_distance.signed_distance`), so nothing is
   dropped and the total is exactly ``n_samples``.
 * **Split:** ``sdf > 0`` goes to ``pos``, everything else (including exact zeros) to
   ``neg``, as the official ``writeSDFToNPZ``; batches draw half from each.
@@ -34,7 +34,7 @@ import trimesh
 
 from shapes3d.errors import CheckpointError, ConfigError, MissingFileError
 from shapes3d.geometry.normalize import Transform, fit_transform
-from shapes3d.geometry.sdf import SIGN_METHODS, signed_distance
+from shapes3d.geometry.signed_distance import SIGN_METHODS, signed_distance
 from shapes3d.utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class SDFSampleConfig:
     bound: float = 1.0
     """Half side of the cube the uniform samples fill."""
     sign_method: str = "auto"
-    """Passed to :func:`~shapes3d.geometry.sdf.signed_distance`."""
+    """Passed to :func:`~shapes3d.geometry.signed_distance.signed_distance`."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "variances", tuple(float(v) for v in self.variances))

@@ -12,13 +12,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from shapes3d.losses.image import content_loss, gram_matrix, style_loss, total_variation
 from shapes3d.models.vgg import VGGFeatures
 from shapes3d.pretrained import load_vgg
-from shapes3d.training.style_config import StyleConfig
+from shapes3d.style.config import StyleConfig
 from shapes3d.utils.device import pick_device
 from shapes3d.utils.progress import progress
 
@@ -116,15 +115,3 @@ def style_transfer(content_image: torch.Tensor, style_image: torch.Tensor, cfg: 
     return _optimise(x0, objective, cfg.steps, "transfer")
 
 
-def to_image_tensor(array: np.ndarray, size: int) -> torch.Tensor:
-    """(H, W) or (H, W, 3|4) uint8/float image -> (1, 3, H', W') in [0, 1], longer side resized to ``size``."""
-    a = np.asarray(array)
-    a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=-1)
-    a = a[..., :3]
-    t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None]
-    h, w = t.shape[-2:]
-    scale = size / max(h, w)
-    new = (max(int(round(h * scale)), 16), max(int(round(w * scale)), 16))
-    return torch.nn.functional.interpolate(t, size=new, mode="area" if scale < 1 else "bilinear").clamp(0, 1)

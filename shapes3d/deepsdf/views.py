@@ -8,7 +8,7 @@
   the shaded renders of a shape, by optimising its code or a copy of the decoder, while
   an L1 term keeps the SDF on fixed points near the original surface where it was.
 
-Both render with :func:`shapes3d.render.sdf.render_sdf` in groups of ``render.group``
+Both render with :func:`shapes3d.render.sdf_render.render_sdf` in groups of ``render.group``
 views and backpropagate each group before the next is rendered: the autograd graph of
 a render spans every pixel, so one graph over all views would hold all their
 activations at once. Renders are grey (Lambert, headlight), so the style image's
@@ -28,15 +28,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shapes3d.deepsdf.reconstruction import decoder_field
+from shapes3d.deepsdf.views_config import ViewRenderConfig, ViewsConfig
 from shapes3d.losses.image import content_loss, gram_matrix, ssim, style_loss
 from shapes3d.models.deepsdf import SDFDecoder
 from shapes3d.models.vgg import VGGFeatures
 from shapes3d.pretrained import load_vgg
 from shapes3d.render.cameras import Camera, cameras_on_sphere
 from shapes3d.render.mesh import MeshScene, as_camera_list, render_mesh
-from shapes3d.render.sdf import SDFRenders, render_sdf, shade_by_differences
-from shapes3d.training.sdf_pipeline import decoder_field
-from shapes3d.training.sdf_views_config import ViewRenderConfig, ViewsConfig
+from shapes3d.render.sdf_render import SDFRenders, render_sdf, shade_by_differences
 from shapes3d.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ def _groups(n: int, size: int) -> list[slice]:
 
 
 def _energy_weights(features: dict[str, torch.Tensor], layers: Sequence[str]) -> dict[str, float]:
-    # Scale-free weights (as in shapes3d.training.style): each layer divided by its target energy.
+    # Scale-free weights (as in shapes3d.style.synthesis): each layer divided by its target energy.
     return {k: 1.0 / max(float(features[k].pow(2).mean()), 1e-12) / len(layers) for k in layers}
 
 
@@ -363,7 +363,7 @@ class StylizeResult:
 def style_grams(style_image, vgg: VGGFeatures, layers: Sequence[str], *, size: int,
                 device: torch.device) -> dict[str, torch.Tensor]:
     """Gram matrices {tap: (1, C, C)} of the luminance of a style image: numpy (H, W[, 3]) or tensor (1, 3, H, W)."""
-    from shapes3d.training.style import to_image_tensor
+    from shapes3d.render.images import to_image_tensor
 
     if isinstance(style_image, torch.Tensor):
         x = style_image.detach().float()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib
 
@@ -97,3 +98,15 @@ def plot_image_strip(images: Sequence[np.ndarray], path: str | os.PathLike, *, l
         if i < len(labels):
             ax.set_title(labels[i], fontsize=8)
     _save(fig, path)
+
+
+def write_step_log(history: list[dict], out: str | os.PathLike, *, title: str, panels: dict[str, list[str]]) -> None:
+    """``log.csv`` (every term per step) and ``loss.png`` (one panel per group of summed terms)."""
+    from shapes3d.utils.io import atomic_write_csv
+
+    out = Path(out)
+    atomic_write_csv(out / "log.csv", history)
+    rows = [{"epoch": h["step"], **{f"train_{name}": sum(h.get(k, 0.0) for k in keys)
+                                    for name, keys in panels.items() if any(k in h for k in keys)}}
+            for h in history]
+    plot_curves(rows, out / "loss.png", title=title)

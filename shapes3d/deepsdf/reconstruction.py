@@ -16,6 +16,8 @@ from shapes3d.data.discovery import ManifestEntry
 from shapes3d.data.preprocess import PreprocessReport, run_preprocess
 from shapes3d.data.sdf_dataset import SDFDataset, ShapeSamples
 from shapes3d.data.tasks import SDF_VERSION, sdf_task
+from shapes3d.deepsdf.config import SDFSamplingConfig
+from shapes3d.deepsdf.fit import Observation, observations_from_depth
 from shapes3d.errors import Shapes3DError
 from shapes3d.geometry.extract import ExtractedMesh, extract_mesh
 from shapes3d.geometry.normalize import Transform
@@ -23,8 +25,6 @@ from shapes3d.metrics.shape import mesh_metrics
 from shapes3d.models.deepsdf import SDFDecoder
 from shapes3d.render.cameras import Camera
 from shapes3d.render.mesh import render_mesh
-from shapes3d.training.sdf_config import SDFSamplingConfig
-from shapes3d.training.sdf_fit import Observation, observations_from_depth
 
 
 def _copy_on_write(arr: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shapes3d.classify.config import ClassifyConfig
 from shapes3d.config import config_from_dict, config_to_dict, config_to_toml
 from shapes3d.data.voxel_dataset import (
     GridStack,
@@ -31,12 +32,11 @@ from shapes3d.data.voxel_dataset import (
     select_rotations,
     stratified_split,
 )
+from shapes3d.engine.checkpoint import load_checkpoint, require_keys, save_checkpoint
+from shapes3d.engine.distributed import StopFlag, batch_to, setup, wrap_ddp
+from shapes3d.engine.plots import plot_confusion, plot_curves
 from shapes3d.errors import CheckpointError
 from shapes3d.models.voxnet import VoxNet
-from shapes3d.training.checkpoint import load_checkpoint, require_keys, save_checkpoint
-from shapes3d.training.classify_config import ClassifyConfig
-from shapes3d.training.distributed import StopFlag, batch_to, setup, wrap_ddp
-from shapes3d.training.plots import plot_confusion, plot_curves
 from shapes3d.utils.device import pick_device
 from shapes3d.utils.io import atomic_write_csv, atomic_write_text
 from shapes3d.utils.progress import progress
@@ -75,7 +75,7 @@ def train_step(model, opt, x: torch.Tensor, y: torch.Tensor, *, label_smoothing:
     """One optimisation step on a batch x (B, 1, R, R, R), y (B,); returns loss and accuracy.
 
     ``loss_scale`` multiplies the loss before backward (data-parallel ranks with unequal
-    slices, see :mod:`shapes3d.training.distributed`); the returned loss is unscaled.
+    slices, see :mod:`shapes3d.engine.distributed`); the returned loss is unscaled.
     """
     model.train()
     with _autocast(precision, x.device):

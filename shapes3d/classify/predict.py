@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from shapes3d.classify.train import load_classifier, predict_proba
 from shapes3d.data.tasks import voxel_task
 from shapes3d.errors import Shapes3DError
 from shapes3d.geometry.io import MESH_EXTENSIONS, POINT_EXTENSIONS
-from shapes3d.training.classify import load_classifier, predict_proba
 from shapes3d.utils.progress import progress
 
 _EXTS = set(MESH_EXTENSIONS) | set(POINT_EXTENSIONS)

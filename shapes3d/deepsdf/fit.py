@@ -33,12 +33,12 @@ import numpy as np
 import torch
 
 from shapes3d.data.sdf_dataset import SDFDataset, ShapeSamples, split_by_sign
-from shapes3d.losses.sdf import sdf_objective
+from shapes3d.losses.sdf_objective import sdf_objective
 from shapes3d.models.deepsdf import SDFDecoder
 from shapes3d.utils.progress import progress
 
 log = logging.getLogger(__name__)
-OBJECTIVE = sdf_objective  # identical object to shapes3d.training.sdf.OBJECTIVE
+OBJECTIVE = sdf_objective  # identical object to shapes3d.deepsdf.train.OBJECTIVE
 
 
 @dataclass(frozen=True)

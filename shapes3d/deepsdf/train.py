@@ -21,13 +21,13 @@ import torch
 
 from shapes3d.config import config_from_dict, config_to_dict, config_to_toml
 from shapes3d.data.sdf_dataset import SDFDataset
+from shapes3d.deepsdf.config import DeepSDFConfig, SDFTrainConfig
+from shapes3d.engine.checkpoint import load_checkpoint, require_keys, save_checkpoint
+from shapes3d.engine.distributed import StopFlag, batch_to, setup, wrap_ddp
+from shapes3d.engine.plots import plot_curves
 from shapes3d.errors import CheckpointError, ConfigError
-from shapes3d.losses.sdf import sdf_objective
+from shapes3d.losses.sdf_objective import sdf_objective
 from shapes3d.models.deepsdf import LatentCodes, SDFDecoder
-from shapes3d.training.checkpoint import load_checkpoint, require_keys, save_checkpoint
-from shapes3d.training.distributed import StopFlag, batch_to, setup, wrap_ddp
-from shapes3d.training.plots import plot_curves
-from shapes3d.training.sdf_config import DeepSDFConfig, SDFTrainConfig
 from shapes3d.utils.device import pick_device
 from shapes3d.utils.io import atomic_write_csv, atomic_write_text
 from shapes3d.utils.progress import progress
@@ -94,7 +94,7 @@ def train_step(decoder: SDFDecoder, codes: LatentCodes | None, opt: torch.optim.
 
     ``net`` is the (possibly DistributedDataParallel-wrapped) :class:`AutoDecoder` of
     ``decoder`` and ``codes``; ``loss_scale`` multiplies the loss before backward (see
-    :mod:`shapes3d.training.distributed`). Returned losses are unscaled.
+    :mod:`shapes3d.engine.distributed`). Returned losses are unscaled.
     """
     net = AutoDecoder(decoder, codes) if net is None else net
     net.train()

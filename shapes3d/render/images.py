@@ -1,0 +1,118 @@
+"""Images of shapes for people and for 2D losses: one row of views per mode, from a mesh or an SDF; image files in.
+
+A *row* is a numpy array (V, H, W) or (V, H, W, 3) in [0, 1], one image per camera; contact sheets stack rows.
+Cameras for sheets sit on a sphere around the unit-sphere frame that shapes are normalised to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: The image kinds of a sheet row: Lambert shading, depth, normals as RGB, silhouette (dark inside).
+MODES = ("shaded", "depth", "normals", "silhouette")
+
+
+CAMERA_DISTANCE = 3.2  # the shape lies in the unit sphere; 40 deg of view then frame it with a little air
+
+
+FOV_DEG = 40.0
+
+
+def sheet_cameras(*, views: int, elevations, size: int, up: str):
+    from shapes3d.render.cameras import cameras_on_sphere
+
+    return cameras_on_sphere(elevations_deg=elevations, azimuths_deg=np.arange(views) * 360.0 / views,
+                             distance=CAMERA_DISTANCE, up=up, fov_deg=FOV_DEG, width=size, height=size)
+
+
+def render_rows(mesh, *, views: int, elevations, size: int, up: str, modes) -> list[np.ndarray]:
+    """Normalise ``mesh`` into the unit sphere and render one (V, H, W[, 3]) row per mode."""
+    from shapes3d.geometry.normalize import normalize
+    from shapes3d.render.mesh import render_mesh
+    from shapes3d.render.sheet import depth_to_image
+
+    unit, _ = normalize(mesh, mode="sphere", margin=0.0)
+    r = render_mesh(unit, sheet_cameras(views=views, elevations=elevations, size=size, up=up))
+    images = {
+        "shaded": r.shaded,
+        "depth": depth_to_image(r.depth),
+        "normals": np.where(r.silhouette[..., None], (r.normals + 1) / 2, 1.0),
+        "silhouette": 1.0 - r.silhouette.astype(np.float64),
+    }
+    return [images[m] for m in modes]
+
+
+def sdf_images(renders, modes, *, soft_silhouette: bool = False) -> list[np.ndarray]:
+    """:class:`~shapes3d.render.sdf_render.SDFRenders` -> one (V, H, W[, 3]) numpy row per mode, as :func:`render_rows`.
+
+    ``silhouette`` is dark where the shape is: the hit mask, or ``1 - silhouette_soft``.
+    """
+    from shapes3d.render.sheet import depth_to_image
+
+    hit = renders.hit.detach().cpu().numpy()
+    normals = renders.normals.detach().cpu().numpy()
+    sil = 1.0 - (renders.silhouette_soft.detach().cpu().numpy() if soft_silhouette else hit.astype(np.float64))
+    images = {
+        "shaded": renders.shaded.detach().cpu().numpy(),
+        "depth": depth_to_image(renders.depth.detach().cpu().numpy()),
+        "normals": np.where(hit[..., None], (normals + 1) / 2, 1.0),
+        "silhouette": sil,
+    }
+    return [images[m] for m in modes]
+
+
+def render_code_rows(decoder, code, *, views: int, elevations, size: int, up: str, modes) -> list[np.ndarray]:
+    """Sphere-trace ``decoder`` with ``code`` (L,) or None (its frame is the unit sphere) and render rows per mode."""
+    import torch
+
+    from shapes3d.render.sdf_render import render_sdf
+
+    reach = 3.0 ** 0.5 + 0.05  # the decoder's box [-1, 1]^3 lies within this distance of the origin
+    device = next(decoder.parameters()).device
+    with torch.no_grad():
+        r = render_sdf(decoder.freeze(code), sheet_cameras(views=views, elevations=elevations, size=size, up=up),
+                       near=CAMERA_DISTANCE - reach, far=CAMERA_DISTANCE + reach, silhouette_samples=16,
+                       device=device)
+    return sdf_images(r, modes)
+
+
+def read_image(spec: str):
+    """A path or ``skimage:NAME`` -> numpy image."""
+    import numpy as np
+
+    from shapes3d.errors import InputFileError, MissingFileError
+
+    if spec.startswith("skimage:"):
+        import skimage.data
+
+        name = spec.split(":", 1)[1]
+        if not hasattr(skimage.data, name):
+            raise InputFileError(spec, f"scikit-image has no sample image {name!r}")
+        return getattr(skimage.data, name)()
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(spec)
+    if not path.exists():
+        raise MissingFileError(path)
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise InputFileError(path, f"not a readable image ({e})") from None
+
+
+def to_image_tensor(array: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W) or (H, W, 3|4) uint8/float image -> (1, 3, H', W') in [0, 1], longer side resized to ``size``."""
+    a = np.asarray(array)
+    a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    a = a[..., :3]
+    t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None]
+    h, w = t.shape[-2:]
+    scale = size / max(h, w)
+    new = (max(int(round(h * scale)), 16), max(int(round(w * scale)), 16))
+    return torch.nn.functional.interpolate(t, size=new, mode="area" if scale < 1 else "bilinear").clamp(0, 1)
