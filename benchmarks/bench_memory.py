@@ -177,7 +177,7 @@ def _voxel_case(mode: str, cache: str, batch: int, steps: int, workdir: str) -> 
     import torch
 
     from shapes3d.classify.config import ClassifyConfig, ClassifyTrainConfig
-    from shapes3d.classify.train import build_model, train, train_step
+    from shapes3d.classify.trainer import build_model, train, train_step
     from shapes3d.data.voxel_dataset import GridStack, VoxelSet, apply_augment, augment_params, select_rotations
 
     torch.set_num_threads(1)
@@ -213,7 +213,7 @@ def _sdf_case(mode: str, folder: str, n: int, shapes_per_batch: int, steps: int,
 
     from shapes3d.data.sdf_dataset import SDFDataset, ShapeSamples
     from shapes3d.deepsdf.config import DeepSDFConfig, DeepSDFModelConfig, SDFTrainConfig
-    from shapes3d.deepsdf.train import build_codes, build_decoder, build_optimizer, sample_batch, train, train_step
+    from shapes3d.deepsdf.trainer import build_codes, build_decoder, build_optimizer, sample_batch, train, train_step
 
     torch.set_num_threads(1)
     arrays = [(np.load(Path(folder) / f"pos_{i}.npy", mmap_mode="c"), np.load(Path(folder) / f"neg_{i}.npy", mmap_mode="c"))

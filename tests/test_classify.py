@@ -11,7 +11,7 @@ import torch
 import trimesh
 
 from shapes3d.classify.config import ClassifyConfig
-from shapes3d.classify.train import predict_proba, train_step
+from shapes3d.classify.trainer import predict_proba, train_step
 from shapes3d.cli.main import main
 from shapes3d.config import load_config
 from shapes3d.data.tasks import voxelize_geometry
@@ -133,7 +133,7 @@ def test_end_to_end_from_real_config(tiny_synth, tmp_path, capsys):
 
 def test_resume_continues_exactly(tiny_synth, tmp_path):
     """2 epochs straight equal 1 epoch, stop, resume for the rest: bit-identical weights on CPU."""
-    from shapes3d.classify.train import train
+    from shapes3d.classify.trainer import train
     from shapes3d.data.discovery import discover
     from shapes3d.data.voxel_dataset import build_voxel_set
 

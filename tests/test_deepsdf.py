@@ -12,10 +12,10 @@ import torch.nn.functional as F
 
 from shapes3d.config import load_config
 from shapes3d.data.sdf_dataset import SDFDataset, ShapeSamples, samples_from_sdf, split_by_sign
-from shapes3d.deepsdf import fit as sdf_fit
-from shapes3d.deepsdf import train as sdf_train
+from shapes3d.deepsdf import fitting as sdf_fit
+from shapes3d.deepsdf import trainer as sdf_train
 from shapes3d.deepsdf.config import DeepSDFConfig
-from shapes3d.deepsdf.fit import crop_observation, fit_code, interpolate_codes, observations_from_depth
+from shapes3d.deepsdf.fitting import crop_observation, fit_code, interpolate_codes, observations_from_depth
 from shapes3d.engine.checkpoint import load_checkpoint
 from shapes3d.errors import ConfigError
 from shapes3d.geometry.conventions import sphere_sdf

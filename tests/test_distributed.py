@@ -140,7 +140,7 @@ def test_deepsdf_sigint_mid_epoch_then_resume_is_bit_identical(tmp_path, monkeyp
         from sdf_train import config, sphere_data
     finally:
         sys.path.remove(str(WORKERS))
-    from shapes3d.deepsdf import train as sdf_train
+    from shapes3d.deepsdf import trainer as sdf_train
 
     cfg, data = config(3), sphere_data()
     before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under nohup / in a background job

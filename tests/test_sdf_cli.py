@@ -111,7 +111,7 @@ def test_fit_views_from_a_mesh_and_from_its_targets_folder_then_style_shape(trai
     assert 'optimise = "decoder"' in (styled / "config.toml").read_text()
     assert "stylised ring_0001 (decoder)" in capsys.readouterr().out
     # the stylised decoder comes as a whole model that the other commands read
-    from shapes3d.deepsdf.train import load_deepsdf
+    from shapes3d.deepsdf.trainer import load_deepsdf
 
     source, tuned = load_deepsdf(ck), load_deepsdf(styled / "ring_0001-styled-model.pt")
     assert tuned.names == source.names and torch.equal(tuned.codes, source.codes)
@@ -125,7 +125,7 @@ def test_render_a_training_shape_and_a_code_file_of_a_checkpoint(trained, tmp_pa
     import numpy as np
     from PIL import Image
 
-    from shapes3d.deepsdf.train import load_deepsdf
+    from shapes3d.deepsdf.trainer import load_deepsdf
     from shapes3d.engine.checkpoint import save_checkpoint
 
     ck = trained / "last.pt"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shapes3d.classify.train import load_classifier, predict_proba
+from shapes3d.classify.trainer import load_classifier, predict_proba
 from shapes3d.data.tasks import voxel_task
 from shapes3d.errors import Shapes3DError
 from shapes3d.geometry.io import MESH_EXTENSIONS, POINT_EXTENSIONS

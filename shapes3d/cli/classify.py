@@ -71,7 +71,7 @@ def _report_skipped(skipped) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from shapes3d.classify.train import train
+    from shapes3d.classify.trainer import train
     from shapes3d.data.voxel_dataset import build_voxel_set
     from shapes3d.engine.distributed import is_main_process, main_process_first
 
@@ -96,7 +96,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from shapes3d.classify.train import evaluate, load_classifier
+    from shapes3d.classify.trainer import evaluate, load_classifier
     from shapes3d.data.voxel_dataset import build_voxel_set
 
     model, cfg, classes = load_classifier(args.checkpoint)
@@ -135,7 +135,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_filters(args: argparse.Namespace) -> int:
-    from shapes3d.classify.train import load_classifier
+    from shapes3d.classify.trainer import load_classifier
     from shapes3d.engine.plots import plot_filters
 
     model, _, _ = load_classifier(args.checkpoint, device="cpu")

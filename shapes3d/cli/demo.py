@@ -29,7 +29,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from shapes3d.classify.config import ClassifyConfig
-    from shapes3d.classify.train import evaluate, train
+    from shapes3d.classify.trainer import evaluate, train
     from shapes3d.data.discovery import discover
     from shapes3d.data.synth import FAMILIES, write_dataset
     from shapes3d.data.voxel_dataset import build_voxel_set
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"[3/6] evaluate on the test split with voting over {cfg.data.rotations} rotations")
     test_set, _ = build_voxel_set(manifest.filter(split="test").entries, cfg.data, cache_dir=cache,
                                   classes=train_set.classes, workers=args.workers, desc="voxelize test")
-    from shapes3d.classify.train import load_classifier
+    from shapes3d.classify.trainer import load_classifier
 
     model, cfg, _ = load_classifier(result.last_path)
     metrics = evaluate(model, cfg, test_set, out / "classify" / "eval-test")

@@ -32,7 +32,7 @@ def register(sub) -> None:
 
 def _checkpoint_rows(path: Path, args, modes) -> tuple[list[np.ndarray], list[str]]:
     from shapes3d.deepsdf.codes import code_or_none, shape_code
-    from shapes3d.deepsdf.train import load_deepsdf
+    from shapes3d.deepsdf.trainer import load_deepsdf
     from shapes3d.errors import Shapes3DError
 
     specs = [*args.shape, *(str(c) for c in args.code)]

@@ -104,7 +104,7 @@ def register(sub) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from shapes3d.deepsdf.reconstruction import build_sdf_dataset
-    from shapes3d.deepsdf.train import train
+    from shapes3d.deepsdf.trainer import train
     from shapes3d.engine.distributed import is_main_process, main_process_first
 
     cfg = resolve_config(DeepSDFConfig, args)
@@ -133,7 +133,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_extract(args: argparse.Namespace) -> int:
     from shapes3d.deepsdf.reconstruction import extract_shape
-    from shapes3d.deepsdf.train import load_deepsdf
+    from shapes3d.deepsdf.trainer import load_deepsdf
     from shapes3d.geometry.export import export_mesh
 
     model = load_deepsdf(args.checkpoint)
@@ -157,9 +157,9 @@ def run_fit(args: argparse.Namespace) -> int:
     import torch
 
     from shapes3d.config import apply_overrides
-    from shapes3d.deepsdf.fit import crop_observation, fit_code
+    from shapes3d.deepsdf.fitting import crop_observation, fit_code
     from shapes3d.deepsdf.reconstruction import depth_view_observation, extract_shape, reconstruction_metrics
-    from shapes3d.deepsdf.train import load_deepsdf
+    from shapes3d.deepsdf.trainer import load_deepsdf
     from shapes3d.engine.checkpoint import save_checkpoint
     from shapes3d.geometry.export import export_mesh
     from shapes3d.geometry.io import load_mesh
@@ -206,9 +206,9 @@ def run_fit(args: argparse.Namespace) -> int:
 def run_interpolate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from shapes3d.deepsdf.fit import interpolate_codes
+    from shapes3d.deepsdf.fitting import interpolate_codes
     from shapes3d.deepsdf.reconstruction import extract_shape
-    from shapes3d.deepsdf.train import load_deepsdf
+    from shapes3d.deepsdf.trainer import load_deepsdf
     from shapes3d.geometry.export import export_mesh
     from shapes3d.render.images import render_rows
     from shapes3d.render.sheet import contact_sheet
@@ -237,7 +237,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from shapes3d.deepsdf.reconstruction import extract_shape, reconstruction_metrics
-    from shapes3d.deepsdf.train import load_deepsdf
+    from shapes3d.deepsdf.trainer import load_deepsdf
     from shapes3d.errors import Shapes3DError
     from shapes3d.geometry.io import load_mesh
     from shapes3d.utils.io import atomic_write_csv, atomic_write_text
@@ -285,7 +285,7 @@ def run_fit_views(args: argparse.Namespace) -> int:
     import torch
 
     from shapes3d.deepsdf.reconstruction import extract_shape, reconstruction_metrics
-    from shapes3d.deepsdf.train import load_deepsdf
+    from shapes3d.deepsdf.trainer import load_deepsdf
     from shapes3d.deepsdf.view_targets import read_view_targets, write_view_targets
     from shapes3d.deepsdf.views import fit_code_to_views, targets_from_mesh, view_cameras
     from shapes3d.engine.checkpoint import save_checkpoint

@@ -102,7 +102,7 @@ def run_shape(args: argparse.Namespace) -> int:
 
     from shapes3d.deepsdf.codes import code_or_none, shape_code
     from shapes3d.deepsdf.reconstruction import extract_shape
-    from shapes3d.deepsdf.train import load_deepsdf
+    from shapes3d.deepsdf.trainer import load_deepsdf
     from shapes3d.deepsdf.views import stylize_shape, view_cameras
     from shapes3d.engine.checkpoint import load_checkpoint, save_checkpoint
     from shapes3d.engine.plots import write_step_log

@@ -17,7 +17,7 @@ from shapes3d.data.preprocess import PreprocessReport, run_preprocess
 from shapes3d.data.sdf_dataset import SDFDataset, ShapeSamples
 from shapes3d.data.tasks import SDF_VERSION, sdf_task
 from shapes3d.deepsdf.config import SDFSamplingConfig
-from shapes3d.deepsdf.fit import Observation, observations_from_depth
+from shapes3d.deepsdf.fitting import Observation, observations_from_depth
 from shapes3d.errors import Shapes3DError
 from shapes3d.geometry.extract import ExtractedMesh, extract_mesh
 from shapes3d.geometry.normalize import Transform

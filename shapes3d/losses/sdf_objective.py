@@ -1,7 +1,7 @@
 """DeepSDF losses: clamped L1 on SDF values and the latent-code regulariser.
 
 :func:`sdf_objective` is the one objective used by both training
-(:mod:`shapes3d.deepsdf.train`) and code fitting (:mod:`shapes3d.deepsdf.fit`); it
+(:mod:`shapes3d.deepsdf.trainer`) and code fitting (:mod:`shapes3d.deepsdf.fitting`); it
 returns a named dict whose ``"total"`` entry is the sum of the others.
 
 Regulariser, as in the official training script (``train_deep_sdf.py``)::

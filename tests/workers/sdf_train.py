@@ -14,7 +14,7 @@ import numpy as np
 from shapes3d.config import load_config
 from shapes3d.data.sdf_dataset import SDFDataset, samples_from_sdf
 from shapes3d.deepsdf.config import DeepSDFConfig
-from shapes3d.deepsdf.train import train
+from shapes3d.deepsdf.trainer import train
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "deepsdf.toml"
 

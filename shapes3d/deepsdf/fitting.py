@@ -38,7 +38,7 @@ from shapes3d.models.deepsdf import SDFDecoder
 from shapes3d.utils.progress import progress
 
 log = logging.getLogger(__name__)
-OBJECTIVE = sdf_objective  # identical object to shapes3d.deepsdf.train.OBJECTIVE
+OBJECTIVE = sdf_objective  # identical object to shapes3d.deepsdf.trainer.OBJECTIVE
 
 
 @dataclass(frozen=True)
