@@ -248,6 +248,57 @@ def _as_path(item: ManifestEntry | str | os.PathLike) -> Path:
     raise ConfigError(f"input {item!r}: expected a ManifestEntry or a path")
 
 
+def _checked_params(params, *, workers, version) -> tuple[dict, str]:
+    """``params`` as a dict and its canonical JSON (part of every cache key), after checking the options."""
+    if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
+        raise ConfigError(f"params {params!r}: expected a dict with str keys")
+    if "path" in params:
+        raise ConfigError("params has a 'path' key: the input path is fn's first argument, not a param")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers {workers!r}: expected an integer >= 1")
+    if not isinstance(version, str):
+        raise ConfigError(f"version {version!r}: expected a str")
+    params = dict(params)
+    return params, canonical_json(params)
+
+
+def _plan(paths, report: PreprocessReport, bar, *, fn_name: str, version: str, params_json: str,
+          cache_dir) -> tuple[dict[str, list[Path]], list[_Job]]:
+    """Credit cache hits to ``report`` and return the jobs left to compute, keyed by content.
+
+    Inputs with identical content share one key: computed once, credited to every path.
+    """
+    groups: dict[str, list[Path]] = {}
+    jobs: list[_Job] = []
+    for path in paths:
+        try:
+            sha, suffix = input_identity(path)
+        except (OSError, Shapes3DError) as exc:
+            _skip(report, path, f"{type(exc).__name__}: {exc}")
+            bar.update(1)
+            continue
+        key = cache_key(fn=fn_name, version=version, params_json=params_json, input_sha256=sha, suffix=suffix)
+        if key in groups:
+            groups[key].append(path)
+            continue
+        location = cache_location(cache_dir, key)
+        if location.exists():
+            try:
+                load_cached(location, mmap=True, verify=True)
+                report.cached += 1
+                report.results[path] = location
+                bar.update(1)
+                continue
+            except CheckpointError as exc:
+                log.warning("cache file is corrupt, recomputing it: %s", exc)
+                report.recomputed_corrupt += 1
+        meta = {"key": key, "fn": fn_name, "version": version, "params": report.params, "input_sha256": sha,
+                "input_suffix": suffix}
+        groups[key] = [path]
+        jobs.append(_Job(key, str(path), str(location), meta))
+    return groups, jobs
+
+
 def run_preprocess(
     entries_or_paths: Iterable[ManifestEntry | str | os.PathLike],
     fn: Callable[..., Mapping[str, Any]],
@@ -265,16 +316,7 @@ def run_preprocess(
     ``k % n == i``. Bump ``version`` when ``fn``'s code changes its output: the key does not see code.
     """
     name = fn_name(fn)
-    if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
-        raise ConfigError(f"params {params!r}: expected a dict with str keys")
-    if "path" in params:
-        raise ConfigError("params has a 'path' key: the input path is fn's first argument, not a param")
-    params = dict(params)
-    params_json = canonical_json(params)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers {workers!r}: expected an integer >= 1")
-    if not isinstance(version, str):
-        raise ConfigError(f"version {version!r}: expected a str")
+    params, params_json = _checked_params(params, workers=workers, version=version)
     shard = _check_shard(shard)
     paths = sorted({_as_path(item) for item in entries_or_paths}, key=str)
     if shard is not None:
@@ -283,41 +325,8 @@ def run_preprocess(
     start = time.perf_counter()
     bar = progress(total=len(paths), desc=desc, unit="shape")
     try:
-        # Inputs with identical content share one key: compute once, credit every path.
-        groups: dict[str, list[Path]] = {}
-        jobs: list[_Job] = []
-        for path in paths:
-            try:
-                sha, suffix = input_identity(path)
-            except (OSError, Shapes3DError) as exc:
-                _skip(report, path, f"{type(exc).__name__}: {exc}")
-                bar.update(1)
-                continue
-            key = cache_key(fn=name, version=version, params_json=params_json, input_sha256=sha, suffix=suffix)
-            if key in groups:
-                groups[key].append(path)
-                continue
-            location = cache_location(cache_dir, key)
-            if location.exists():
-                try:
-                    load_cached(location, mmap=True, verify=True)
-                    report.cached += 1
-                    report.results[path] = location
-                    bar.update(1)
-                    continue
-                except CheckpointError as exc:
-                    log.warning("cache file is corrupt, recomputing it: %s", exc)
-                    report.recomputed_corrupt += 1
-            meta = {
-                "key": key,
-                "fn": name,
-                "version": version,
-                "params": report.params,
-                "input_sha256": sha,
-                "input_suffix": suffix,
-            }
-            groups[key] = [path]
-            jobs.append(_Job(key, str(path), str(location), meta))
+        groups, jobs = _plan(paths, report, bar, fn_name=name, version=version, params_json=params_json,
+                             cache_dir=cache_dir)
         # With workers > 1 even a single job goes to a process: a crash must never take down the caller.
         if workers == 1 or not jobs:
             runner = _run_serial(jobs, fn, params)

@@ -144,6 +144,37 @@ def _empty_mesh() -> trimesh.Trimesh:
     return trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), dtype=np.int64), process=False)
 
 
+def _checked_grid(sdf_fn, *, resolution, bound, box, mode, chunk_size, level, safety) -> Grid:
+    """Validate :func:`extract_mesh`'s options (one message per fault) and return its corners grid."""
+    if not callable(sdf_fn):
+        raise TypeError(f"sdf_fn must be callable, got {type(sdf_fn).__name__}")
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 2:
+        raise ValueError(f"resolution must be an integer >= 2, got {resolution!r}")
+    if mode not in ("coarse_to_fine", "dense"):
+        raise ValueError(f"mode must be 'coarse_to_fine' or 'dense', got {mode!r}")
+    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if not np.isfinite(level):
+        raise ValueError(f"level must be finite, got {level!r}")
+    if not safety > 0:
+        raise ValueError(f"safety must be > 0, got {safety!r}")
+    if box is None:
+        if not bound > 0:
+            raise ValueError(f"bound must be > 0, got {bound!r}")
+        return Grid.cube(int(resolution), float(bound))
+    return Grid(int(resolution), tuple(box[0]), tuple(box[1]))
+
+
+def _no_crossing_reason(vol: np.ndarray, known: np.ndarray | None, level: float) -> str:
+    values = vol if known is None else vol[known]  # placeholders would fake the range
+    lo, hi = float(values.min()), float(values.max())
+    side = "above" if lo > level else "at or below"
+    reason = f"no zero crossing: every value is {side} level {level} (min {lo:.4g}, max {hi:.4g})"
+    if known is not None:
+        reason += f" over the {len(values)} corners evaluated"
+    return reason
+
+
 def extract_mesh(
     sdf_fn: Callable,
     *,
@@ -175,25 +206,9 @@ def extract_mesh(
     ``empty=True`` with a reason and a logged warning; NaN/inf raises NonFiniteFieldError.
     """
     t0 = time.perf_counter()
-    if not callable(sdf_fn):
-        raise TypeError(f"sdf_fn must be callable, got {type(sdf_fn).__name__}")
-    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 2:
-        raise ValueError(f"resolution must be an integer >= 2, got {resolution!r}")
-    if mode not in ("coarse_to_fine", "dense"):
-        raise ValueError(f"mode must be 'coarse_to_fine' or 'dense', got {mode!r}")
-    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if not np.isfinite(level):
-        raise ValueError(f"level must be finite, got {level!r}")
-    if not safety > 0:
-        raise ValueError(f"safety must be > 0, got {safety!r}")
-    r = int(resolution)
-    if box is None:
-        if not bound > 0:
-            raise ValueError(f"bound must be > 0, got {bound!r}")
-        grid = Grid.cube(r, float(bound))
-    else:
-        grid = Grid(r, tuple(box[0]), tuple(box[1]))
+    grid = _checked_grid(sdf_fn, resolution=resolution, bound=bound, box=box, mode=mode, chunk_size=chunk_size,
+                         level=level, safety=safety)
+    r = int(grid.resolution)
     field = _GridField(sdf_fn, grid, device=_resolve_device(sdf_fn, device), chunk_size=int(chunk_size), dtype=dtype)
     level32 = np.float32(level)
 
@@ -207,12 +222,7 @@ def extract_mesh(
 
     mask = surface_cells_mask(vol, level32)
     if not mask.any():
-        values = vol if known is None else vol[known]  # placeholders would fake the range
-        lo, hi = float(values.min()), float(values.max())
-        side = "above" if lo > level32 else "at or below"
-        reason = f"no zero crossing: every value is {side} level {level} (min {lo:.4g}, max {hi:.4g})"
-        if known is not None:
-            reason += f" over the {len(values)} corners evaluated"
+        reason = _no_crossing_reason(vol, known, level)
         log.warning("extract_mesh: %s; returning an empty mesh", reason)
         return ExtractedMesh(_empty_mesh(), True, reason, field.n_evaluated, time.perf_counter() - t0, grid)
 

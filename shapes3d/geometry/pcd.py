@@ -7,6 +7,7 @@ using the declared SIZE/TYPE/COUNT so any field layout parses.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +55,8 @@ def _lzf_decompress(data: bytes, out_len: int) -> bytes:
     return bytes(out)
 
 
-def read_pcd(path: str | Path) -> np.ndarray:
-    """Parse a PCD file -> points (N, 3) float64."""
-    path = Path(path)
-    raw = path.read_bytes()
+def _read_header(path: Path, raw: bytes) -> tuple[dict[str, list[str]], int]:
+    """Header fields (upper-case keys) and the offset of the first data byte."""
     header: dict[str, list[str]] = {}
     pos = 0
     for _ in range(_MAX_HEADER_LINES):
@@ -71,9 +70,25 @@ def read_pcd(path: str | Path) -> np.ndarray:
         key, *vals = line.split()
         header[key.upper()] = vals
         if key.upper() == "DATA":
-            break
-    else:
-        raise CorruptFileError(path, f"no DATA line in the first {_MAX_HEADER_LINES} header lines")
+            return header, pos
+    raise CorruptFileError(path, f"no DATA line in the first {_MAX_HEADER_LINES} header lines")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What the header says about the data: field names, numpy types, counts per point, points, DATA kind."""
+
+    fields: list[str]
+    dtypes: list[np.dtype]
+    counts: list[int]
+    npts: int
+    kind: str
+
+    def column(self, name: str) -> int:
+        return self.fields.index(name)
+
+
+def _layout(path: Path, header: dict[str, list[str]]) -> _Layout:
     try:
         fields = header["FIELDS"]
         sizes = [int(s) for s in header["SIZE"]]
@@ -96,48 +111,68 @@ def read_pcd(path: str | Path) -> np.ndarray:
         dtypes = [np.dtype(_TYPES[(t, s)]) for t, s in zip(types, sizes)]
     except KeyError:
         raise CorruptFileError(path, f"unsupported PCD TYPE/SIZE combination {list(zip(types, sizes))}") from None
-    cols = {f: i for i, f in enumerate(fields)}
-    body = raw[pos:]
-    if data_kind == "ascii":
-        text = body.decode("ascii", errors="replace").split()
-        width = sum(counts)
-        if len(text) < npts * width:
-            raise CorruptFileError(path, f"truncated: {npts} points declared, data for {len(text) // max(width, 1)}")
-        try:
-            table = np.array(text[:npts * width], dtype=np.float64).reshape(npts, width)
-        except ValueError as e:
-            raise CorruptFileError(path, f"non-numeric value in ASCII data ({e})") from None
-        offsets = np.cumsum([0] + counts[:-1])
-        return table[:, [offsets[cols[c]] for c in "xyz"]]
-    if data_kind == "binary":
-        # Point-major records: x y z ... for each point.
-        rec = np.dtype([(f"f{i}", dt.newbyteorder("<"), (c,)) for i, (dt, c) in enumerate(zip(dtypes, counts))])
-        need = npts * rec.itemsize
-        if len(body) < need:
-            raise CorruptFileError(path, f"truncated: {npts} points need {need} data bytes, file has {len(body)}")
-        arr = np.frombuffer(body, dtype=rec, count=npts)
-        return np.stack([arr[f"f{cols[c]}"][:, 0].astype(np.float64) for c in "xyz"], axis=1)
-    if data_kind == "binary_compressed":
-        if len(body) < 8:
-            raise CorruptFileError(path, "truncated binary_compressed block header")
-        csize, usize = struct.unpack("<II", body[:8])
-        expected = npts * sum(dt.itemsize * c for dt, c in zip(dtypes, counts))
-        if usize != expected:  # checked before decompressing: the header alone sizes the output
-            raise CorruptFileError(path, f"binary_compressed block declares uncompressed size {usize}, but "
-                                         f"{npts} points of the declared fields take {expected} bytes")
-        if len(body) - 8 < csize:
-            raise CorruptFileError(path, f"truncated: compressed block of {csize} bytes, file has {len(body) - 8}")
-        try:
-            data = _lzf_decompress(body[8:8 + csize], usize)
-        except ValueError as e:
-            raise CorruptFileError(path, f"corrupt LZF data ({e})") from None
-        # Field-major layout: all x, then all y, ...
-        out, off = {}, 0
-        for i, (dt, c) in enumerate(zip(dtypes, counts)):
-            nbytes = npts * c * dt.itemsize
-            if off + nbytes > len(data):
-                raise CorruptFileError(path, "decompressed data shorter than the declared fields")
-            out[i] = np.frombuffer(data, dtype=dt.newbyteorder("<"), count=npts * c, offset=off).reshape(npts, c)
-            off += nbytes
-        return np.stack([out[cols[c]][:, 0].astype(np.float64) for c in "xyz"], axis=1)
-    raise CorruptFileError(path, f"unknown PCD DATA kind {data_kind!r} (expected ascii, binary, binary_compressed)")
+    return _Layout(fields, dtypes, counts, npts, data_kind)
+
+
+def _read_ascii(path: Path, body: bytes, lay: _Layout) -> np.ndarray:
+    text = body.decode("ascii", errors="replace").split()
+    width = sum(lay.counts)
+    if len(text) < lay.npts * width:
+        raise CorruptFileError(path, f"truncated: {lay.npts} points declared, data for {len(text) // max(width, 1)}")
+    try:
+        table = np.array(text[:lay.npts * width], dtype=np.float64).reshape(lay.npts, width)
+    except ValueError as e:
+        raise CorruptFileError(path, f"non-numeric value in ASCII data ({e})") from None
+    offsets = np.cumsum([0] + lay.counts[:-1])
+    return table[:, [offsets[lay.column(c)] for c in "xyz"]]
+
+
+def _read_binary(path: Path, body: bytes, lay: _Layout) -> np.ndarray:
+    # Point-major records: x y z ... for each point.
+    rec = np.dtype([(f"f{i}", dt.newbyteorder("<"), (c,)) for i, (dt, c) in enumerate(zip(lay.dtypes, lay.counts))])
+    need = lay.npts * rec.itemsize
+    if len(body) < need:
+        raise CorruptFileError(path, f"truncated: {lay.npts} points need {need} data bytes, file has {len(body)}")
+    arr = np.frombuffer(body, dtype=rec, count=lay.npts)
+    return np.stack([arr[f"f{lay.column(c)}"][:, 0].astype(np.float64) for c in "xyz"], axis=1)
+
+
+def _read_binary_compressed(path: Path, body: bytes, lay: _Layout) -> np.ndarray:
+    if len(body) < 8:
+        raise CorruptFileError(path, "truncated binary_compressed block header")
+    csize, usize = struct.unpack("<II", body[:8])
+    npts = lay.npts
+    expected = npts * sum(dt.itemsize * c for dt, c in zip(lay.dtypes, lay.counts))
+    if usize != expected:  # checked before decompressing: the header alone sizes the output
+        raise CorruptFileError(path, f"binary_compressed block declares uncompressed size {usize}, but "
+                                     f"{npts} points of the declared fields take {expected} bytes")
+    if len(body) - 8 < csize:
+        raise CorruptFileError(path, f"truncated: compressed block of {csize} bytes, file has {len(body) - 8}")
+    try:
+        data = _lzf_decompress(body[8:8 + csize], usize)
+    except ValueError as e:
+        raise CorruptFileError(path, f"corrupt LZF data ({e})") from None
+    # Field-major layout: all x, then all y, ...
+    out, off = {}, 0
+    for i, (dt, c) in enumerate(zip(lay.dtypes, lay.counts)):
+        nbytes = npts * c * dt.itemsize
+        if off + nbytes > len(data):
+            raise CorruptFileError(path, "decompressed data shorter than the declared fields")
+        out[i] = np.frombuffer(data, dtype=dt.newbyteorder("<"), count=npts * c, offset=off).reshape(npts, c)
+        off += nbytes
+    return np.stack([out[lay.column(c)][:, 0].astype(np.float64) for c in "xyz"], axis=1)
+
+
+_READERS = {"ascii": _read_ascii, "binary": _read_binary, "binary_compressed": _read_binary_compressed}
+
+
+def read_pcd(path: str | Path) -> np.ndarray:
+    """Parse a PCD file (DATA ascii, binary or binary_compressed) -> points (N, 3) float64."""
+    path = Path(path)
+    raw = path.read_bytes()
+    header, pos = _read_header(path, raw)
+    lay = _layout(path, header)
+    reader = _READERS.get(lay.kind)
+    if reader is None:
+        raise CorruptFileError(path, f"unknown PCD DATA kind {lay.kind!r} (expected ascii, binary, binary_compressed)")
+    return reader(path, raw[pos:], lay)

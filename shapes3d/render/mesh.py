@@ -93,6 +93,35 @@ def check_shading(ambient: float, background: float) -> None:
         raise ValueError(f"background must be in [0, 1], got {background!r}")
 
 
+def _camera_rays(cams: list[Camera]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rays of every pixel of every view: open3d's (V*H*W, 6) float32 [origin, direction], the unit
+    directions (V*H*W, 3) and the factor (V*H*W,) that turns a ray length into depth along the camera's z."""
+    n_pix, v = cams[0].height * cams[0].width, len(cams)
+    rays = np.empty((v, n_pix, 6), dtype=np.float32)
+    d = np.empty((v, n_pix, 3))
+    for i, c in enumerate(cams):
+        d[i] = c.rays()[1]
+        rays[i, :, :3] = c.position
+    rays[..., 3:] = d
+    fwd = np.stack([c.forward for c in cams])
+    z_scale = np.einsum("vpk,vk->vp", d, fwd).ravel()
+    return rays.reshape(-1, 6), d.reshape(-1, 3), z_scale
+
+
+def _hit_normals(mesh: trimesh.Trimesh, out: dict, hit: np.ndarray, *, smooth: bool) -> np.ndarray:
+    """Unit normals (M, 3) at the M hits: flat face normals, or vertex normals interpolated barycentrically."""
+    prim = out["primitive_ids"].numpy()[hit].astype(np.int64)
+    if smooth:
+        uv = out["primitive_uvs"].numpy()[hit].astype(np.float64)
+        # Embree's barycentrics: p = (1 - u - v) * v0 + u * v1 + v * v2.
+        vn = np.asarray(mesh.vertex_normals)[np.asarray(mesh.faces)[prim]]  # (M, 3 corners, 3)
+        n_hit = (1.0 - uv[:, :1] - uv[:, 1:]) * vn[:, 0] + uv[:, :1] * vn[:, 1] + uv[:, 1:] * vn[:, 2]
+    else:
+        n_hit = np.asarray(mesh.face_normals, dtype=np.float64)[prim]
+    norm = np.linalg.norm(n_hit, axis=1, keepdims=True)
+    return np.divide(n_hit, norm, out=np.zeros_like(n_hit), where=norm > 0)
+
+
 def render_mesh(
     mesh: trimesh.Trimesh | MeshScene,
     cameras: Camera | Sequence[Camera],
@@ -119,31 +148,13 @@ def render_mesh(
     check_shading(ambient, background)
     h, w = cams[0].height, cams[0].width
 
-    n_pix, v = h * w, len(cams)
-    rays = np.empty((v, n_pix, 6), dtype=np.float32)  # [ox, oy, oz, dx, dy, dz] per ray, as open3d wants
-    d = np.empty((v, n_pix, 3))
-    for i, c in enumerate(cams):
-        d[i] = c.rays()[1]
-        rays[i, :, :3] = c.position
-    rays[..., 3:] = d
-    fwd = np.stack([c.forward for c in cams])
-    z_scale = np.einsum("vpk,vk->vp", d, fwd).ravel()  # ray length -> distance along camera z
-    d = d.reshape(-1, 3)
-    rays = rays.reshape(-1, 6)
+    v = len(cams)
+    rays, d, z_scale = _camera_rays(cams)
     out = prepared.scene.cast_rays(o3d.core.Tensor(rays), nthreads=nthreads)
     t = out["t_hit"].numpy().astype(np.float64)  # unit directions, so this is the ray length
     hit = np.isfinite(t)
 
-    prim = out["primitive_ids"].numpy()[hit].astype(np.int64)
-    if smooth_normals:
-        uv = out["primitive_uvs"].numpy()[hit].astype(np.float64)
-        # Embree's barycentrics: p = (1 - u - v) * v0 + u * v1 + v * v2.
-        vn = np.asarray(mesh.vertex_normals)[np.asarray(mesh.faces)[prim]]  # (M, 3 corners, 3)
-        n_hit = (1.0 - uv[:, :1] - uv[:, 1:]) * vn[:, 0] + uv[:, :1] * vn[:, 1] + uv[:, 1:] * vn[:, 2]
-    else:
-        n_hit = np.asarray(mesh.face_normals, dtype=np.float64)[prim]
-    norm = np.linalg.norm(n_hit, axis=1, keepdims=True)
-    n_hit = np.divide(n_hit, norm, out=np.zeros_like(n_hit), where=norm > 0)
+    n_hit = _hit_normals(mesh, out, hit, smooth=smooth_normals)
     d_hit = d[hit]
     # Winding is not trusted: a normal pointing away from the camera is flipped.
     n_hit *= np.where(np.einsum("ij,ij->i", n_hit, d_hit) > 0, -1.0, 1.0)[:, None]

@@ -189,6 +189,45 @@ def _infer_device_dtype(sdf_fn, device, dtype) -> tuple[torch.device, torch.dtyp
     return torch.device(device), dtype
 
 
+def _check_options(sdf_fn, *, near, far, max_steps, chunk, silhouette_samples, eps, bound,
+                   soft_silhouette_sharpness) -> None:
+    if not callable(sdf_fn):
+        raise TypeError(f"sdf_fn must be a callable points (N, 3) -> (N,), got {type(sdf_fn).__name__}")
+    if not (0.0 <= near < far and math.isfinite(far)):
+        raise ValueError(f"need 0 <= near < far < inf, got near={near!r}, far={far!r}")
+    for name, value in (("max_steps", max_steps), ("chunk", chunk)):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(silhouette_samples, bool) or int(silhouette_samples) != silhouette_samples or silhouette_samples < 1:
+        raise ValueError(f"silhouette_samples must be a positive integer, got {silhouette_samples!r}")
+    for name, value in (("eps", eps), ("bound", bound), ("soft_silhouette_sharpness", soft_silhouette_sharpness)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+
+
+def _differentiable_hits(sdf_fn: SDFFn, o_h: torch.Tensor, d_h: torch.Tensor, t_hit: torch.Tensor, *, chunk: int,
+                         create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ray parameters (M,) and unit normals (M, 3) at M hits, differentiable in ``sdf_fn``'s tensors.
+
+    One implicit-differentiation step from the traced hit x*: t = t* - (f(x*) - sg(f(x*))) / (grad f . d),
+    whose value is t* and whose gradient is the implicit function theorem's; normals are grad f at x(t).
+    """
+    x_star = (o_h + t_hit[:, None] * d_h).detach().requires_grad_(True)
+    f0 = _evaluate(sdf_fn, x_star, chunk)
+    (g0,) = torch.autograd.grad(f0.sum(), x_star, retain_graph=True) if len(t_hit) else (torch.zeros_like(x_star),)
+    gd = (g0 * d_h).sum(dim=1)
+    # Grazing hits have grad f . d -> 0 (it is < 0 at a hit from outside); bound the step.
+    gd = torch.where(gd.abs() < 1e-6, torch.full_like(gd, -1e-6), gd)
+    t_diff = t_hit - (f0 - f0.detach()) / gd
+    x_diff = o_h + t_diff[:, None] * d_h
+    f1 = _evaluate(sdf_fn, x_diff, chunk)
+    if len(t_hit):
+        (g1,) = torch.autograd.grad(f1.sum(), x_diff, create_graph=create_graph)
+    else:
+        g1 = torch.zeros_like(x_diff)
+    return t_diff, g1 / g1.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
 def render_sdf(
     sdf_fn: SDFFn,
     cameras: Camera | Sequence[Camera],
@@ -218,19 +257,9 @@ def render_sdf(
     ``nn.Module``, else CPU float32. The autograd graph spans every pixel: for large
     images or many views, render in groups of views and backpropagate each.
     """
-    if not callable(sdf_fn):
-        raise TypeError(f"sdf_fn must be a callable points (N, 3) -> (N,), got {type(sdf_fn).__name__}")
+    _check_options(sdf_fn, near=near, far=far, max_steps=max_steps, chunk=chunk, silhouette_samples=silhouette_samples,
+                   eps=eps, bound=bound, soft_silhouette_sharpness=soft_silhouette_sharpness)
     cams = as_camera_list(cameras)
-    if not (0.0 <= near < far and math.isfinite(far)):
-        raise ValueError(f"need 0 <= near < far < inf, got near={near!r}, far={far!r}")
-    for name, value in (("max_steps", max_steps), ("chunk", chunk)):
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if isinstance(silhouette_samples, bool) or int(silhouette_samples) != silhouette_samples or silhouette_samples < 1:
-        raise ValueError(f"silhouette_samples must be a positive integer, got {silhouette_samples!r}")
-    for name, value in (("eps", eps), ("bound", bound), ("soft_silhouette_sharpness", soft_silhouette_sharpness)):
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be finite and > 0, got {value!r}")
     light = unit_light(light_dir)
     check_shading(ambient, background)
     device, dtype = _infer_device_dtype(sdf_fn, device, dtype)
@@ -253,20 +282,7 @@ def render_sdf(
 
         idx = hit.nonzero().squeeze(1)
         o_h, d_h = o[idx], d[idx]
-        x_star = (o_h + t_hit[idx, None] * d_h).detach().requires_grad_(True)
-        f0 = _evaluate(sdf_fn, x_star, chunk)
-        (g0,) = torch.autograd.grad(f0.sum(), x_star, retain_graph=True) if idx.numel() else (torch.zeros_like(x_star),)
-        gd = (g0 * d_h).sum(dim=1)
-        # Grazing hits have grad f . d -> 0 (it is < 0 at a hit from outside); bound the step.
-        gd = torch.where(gd.abs() < 1e-6, torch.full_like(gd, -1e-6), gd)
-        t_diff = t_hit[idx] - (f0 - f0.detach()) / gd
-        x_diff = o_h + t_diff[:, None] * d_h
-        f1 = _evaluate(sdf_fn, x_diff, chunk)
-        if idx.numel():
-            (g1,) = torch.autograd.grad(f1.sum(), x_diff, create_graph=need_graph)
-        else:
-            g1 = torch.zeros_like(x_diff)
-        n_h = g1 / g1.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        t_diff, n_h = _differentiable_hits(sdf_fn, o_h, d_h, t_hit[idx], chunk=chunk, create_graph=need_graph)
         l_h = -d_h if light is None else torch.as_tensor(light, dtype=dtype, device=device).expand_as(n_h)
         shade_h = ambient + (1.0 - ambient) * (n_h * l_h).sum(dim=1).clamp_min(0.0)
         depth_h = t_diff * (d_h * fwd[idx]).sum(dim=1)
