@@ -37,7 +37,9 @@ import numpy as np
 import torch
 
 from shapes3d.classify.config import ClassifyConfig
-from shapes3d.classify.trainer import build_model, predict_proba, train, train_step
+from shapes3d.classify.evaluation import predict_proba
+from shapes3d.classify.model import build_model
+from shapes3d.classify.trainer import train, train_step
 from shapes3d.config import config_to_dict, load_config
 from shapes3d.data.discovery import load_csv
 from shapes3d.data.voxel_dataset import (
@@ -138,7 +140,7 @@ def _evaluate_test(name: str, best_path: Path, device: str, test_set, run_dir: P
     Without correction (tau 0) the figures equal `classify evaluate RUN/best.pt`; with it both the
     corrected (reported) and the uncorrected figures are kept.
     """
-    from shapes3d.classify.trainer import load_classifier
+    from shapes3d.classify.evaluation import load_classifier
     from shapes3d.engine.plots import plot_confusion
 
     model, ck_cfg, _ = load_classifier(best_path, device=device)
@@ -176,7 +178,7 @@ def _evaluate_val(name: str, best_path: Path, device: str, val_set, prior: np.nd
                   mirror_vote: bool = False) -> dict:
     """Validation figures of the best checkpoint for prior corrections tau in (0, 0.5, 1), with and
     without mirror voting: choose tau and ``--mirror-vote`` here. Keys without a prefix are for ``mirror_vote``."""
-    from shapes3d.classify.trainer import load_classifier
+    from shapes3d.classify.evaluation import load_classifier
 
     model, ck_cfg, _ = load_classifier(best_path, device=device)
     mirrored = {}
@@ -204,7 +206,7 @@ def _evaluate_val(name: str, best_path: Path, device: str, val_set, prior: np.nd
 
 def _test_only(args: argparse.Namespace, name: str, run_dir: Path, out: Path, manifest) -> int:
     """Evaluate ``run_dir/best.pt`` (from a ``--no-test`` run) on the test split; merge into its JSON."""
-    from shapes3d.classify.trainer import load_classifier
+    from shapes3d.classify.evaluation import load_classifier
 
     best_path = run_dir / "best.pt"
     if not best_path.is_file():
@@ -241,7 +243,7 @@ def _ensemble(args: argparse.Namespace, manifest) -> int:
     Validation figures always (the members share the seeded split); test figures only with
     ``--ensemble-test``, once the ensemble has been chosen on validation.
     """
-    from shapes3d.classify.trainer import load_classifier
+    from shapes3d.classify.evaluation import load_classifier
 
     members, val_p, test_p = [], [], []
     labels = classes = va_labels = prior = None

@@ -56,14 +56,10 @@ import torch
 import trimesh
 
 from shapes3d.config import config_to_dict, load_config
+from shapes3d.data.sdf_dataset import build_sdf_dataset
 from shapes3d.deepsdf.config import DeepSDFConfig
 from shapes3d.deepsdf.fitting import fit_code
-from shapes3d.deepsdf.reconstruction import (
-    build_sdf_dataset,
-    depth_view_observation,
-    extract_shape,
-    reconstruction_metrics,
-)
+from shapes3d.deepsdf.reconstruction import depth_view_observation, extract_shape, reconstruction_metrics
 from shapes3d.deepsdf.trainer import load_deepsdf, train
 from shapes3d.geometry.io import load_mesh
 from shapes3d.geometry.normalize import Transform

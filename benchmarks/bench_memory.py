@@ -177,7 +177,8 @@ def _voxel_case(mode: str, cache: str, batch: int, steps: int, workdir: str) -> 
     import torch
 
     from shapes3d.classify.config import ClassifyConfig, ClassifyTrainConfig
-    from shapes3d.classify.trainer import build_model, train, train_step
+    from shapes3d.classify.model import build_model
+    from shapes3d.classify.trainer import train, train_step
     from shapes3d.data.voxel_dataset import GridStack, VoxelSet, apply_augment, augment_params, select_rotations
 
     torch.set_num_threads(1)

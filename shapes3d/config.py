@@ -5,6 +5,10 @@ declared with :func:`option`, which records its docstring (``--help`` and the
 docs read it). :func:`load_config` reads a TOML file, applies ``--set key=value``
 overrides and validates every key and type: an unknown key or a wrong type is a
 :class:`~shapes3d.errors.ConfigError` naming the key, the expected type and the file.
+
+Presets are TOML files shipped inside the package (``shapes3d/configs/*.toml``; the repository's
+top-level ``configs/`` is a link to that folder, not a copy). :func:`find_preset` finds one by bare
+name, and :func:`load_config` accepts a bare name wherever it accepts a path: a path that exists wins.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -196,6 +201,31 @@ def _apply_override(data: dict, cls, key: str, value: Any) -> None:
         node = child
 
 
+def presets() -> list[str]:
+    """Names of the shipped presets (``shapes3d/configs/NAME.toml``), sorted."""
+    folder = resources.files("shapes3d") / "configs"
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def find_preset(name: str) -> Path:
+    """Path of the shipped preset ``name`` (``"voxnet"`` or ``"voxnet.toml"``), from any folder.
+
+    An unknown name is a :class:`ConfigError` listing the shipped presets.
+    """
+    stem = name[: -len(".toml")] if name.endswith(".toml") else name
+    if stem and stem in presets():
+        return Path(str(resources.files("shapes3d") / "configs" / f"{stem}.toml"))
+    raise ConfigError(f"{name}: no such config file or shipped preset; presets: {', '.join(presets())}")
+
+
+def locate_config(path: str | os.PathLike) -> Path:
+    """A config path as given when it exists or names a folder; else the shipped preset of that bare name."""
+    path = Path(path)
+    if path.exists() or path.parent != Path("."):
+        return path
+    return find_preset(path.name)
+
+
 def config_from_dict(cls: type[C], data: Mapping[str, Any], *, source: str = "<dict>") -> C:
     """Validate a plain mapping (e.g. from a checkpoint) into ``cls``."""
     return _build(cls, data, source=source)
@@ -210,12 +240,13 @@ def load_config(
 ) -> C:
     """Load ``cls`` from a TOML file (optionally one ``[section]``), then apply ``key=value`` overrides.
 
-    With ``path=None`` the defaults are used. Errors name the key, the expected type and the file.
+    ``path`` is a TOML file or the bare name of a shipped preset (see :func:`locate_config`); with
+    ``path=None`` the defaults are used. Errors name the key, the expected type and the file.
     """
     data: dict[str, Any] = {}
     source = "<defaults>"
     if path is not None:
-        path = Path(path)
+        path = locate_config(path)
         source = str(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file does not exist")
@@ -314,6 +345,6 @@ def describe_config(cls, *, prefix: str = "") -> list[tuple[str, str, str, str]]
 
 __all__ = [
     "option", "field_docs", "load_config", "config_from_dict", "config_to_dict", "config_to_toml",
-    "parse_override", "describe_config", "apply_overrides", "ConfigError",
+    "parse_override", "describe_config", "apply_overrides", "ConfigError", "presets", "find_preset", "locate_config",
 ]
 _ = typing  # keep typing importable for forward references in configs

@@ -11,7 +11,8 @@ import torch
 import trimesh
 
 from shapes3d.classify.config import ClassifyConfig
-from shapes3d.classify.trainer import predict_proba, train_step
+from shapes3d.classify.evaluation import predict_proba
+from shapes3d.classify.trainer import train_step
 from shapes3d.cli.main import main
 from shapes3d.config import load_config
 from shapes3d.data.tasks import voxelize_geometry

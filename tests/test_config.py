@@ -19,7 +19,8 @@ from shapes3d.config import (
 )
 from shapes3d.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "shapes3d" / "configs"  # the shipped presets; the top-level configs/ links here
 
 
 @dataclass(frozen=True)
@@ -115,25 +116,74 @@ def test_every_option_is_documented():
 
 
 def _config_classes():
-    """Every config dataclass that a file in configs/ is loaded into."""
+    """Every shipped preset and the config dataclass (and table) it is loaded into."""
     from shapes3d.classify.config import ClassifyConfig
     from shapes3d.data.configs import SynthConfig, VoxelCacheConfig
     from shapes3d.deepsdf.config import DeepSDFConfig
     from shapes3d.deepsdf.views_config import ViewsConfig
     from shapes3d.style.config import StyleConfig
 
-    return {"synth.toml": (SynthConfig, None), "voxels.toml": (VoxelCacheConfig, None),
-            "voxnet.toml": (ClassifyConfig, None), "style.toml": (StyleConfig, None),
-            "deepsdf.toml": (DeepSDFConfig, None), "views.toml": (ViewsConfig, None)}
+    return {"synth": (SynthConfig, None), "voxels": (VoxelCacheConfig, None),
+            "voxnet": (ClassifyConfig, None), "modelnet10": (ClassifyConfig, None), "shrec11": (ClassifyConfig, None),
+            "style": (StyleConfig, None), "deepsdf": (DeepSDFConfig, None), "views": (ViewsConfig, None),
+            "demo-voxnet": (ClassifyConfig, None), "demo-deepsdf": (DeepSDFConfig, None),
+            "demo-style": (StyleConfig, None)}
 
 
-def test_shipped_configs_load_strictly_and_are_documented():
-    shipped = {p.name for p in CONFIG_DIR.glob("*.toml")}
+def test_shipped_presets_load_strictly_and_are_documented():
+    from shapes3d.config import presets
+
+    shipped = {p.stem for p in CONFIG_DIR.glob("*.toml")}
+    assert set(presets()) == shipped
     classes = _config_classes()
-    assert shipped <= set(classes), f"configs without a loader test: {shipped - set(classes)}"
+    assert shipped == set(classes), f"presets without a loader test: {shipped - set(classes)}"
     for name, (cls, section) in classes.items():
-        cfg = load_config(cls, CONFIG_DIR / name, section=section)
+        cfg = load_config(cls, name, section=section)  # by bare name, as the CLI's --config NAME
+        assert cfg == load_config(cls, CONFIG_DIR / f"{name}.toml", section=section)
         _assert_documented(cfg)
+
+
+def test_top_level_configs_is_the_shipped_folder():
+    """One source of truth: the repository's configs/ is a link to the package's presets, not a copy."""
+    top = REPO / "configs"
+    assert top.is_symlink() and top.resolve() == CONFIG_DIR.resolve()
+
+
+def test_find_preset_from_any_folder_and_a_path_wins(tmp_path, monkeypatch):
+    from shapes3d.config import find_preset, locate_config, presets
+
+    monkeypatch.chdir(tmp_path)
+    assert find_preset("voxnet") == find_preset("voxnet.toml") == CONFIG_DIR / "voxnet.toml"
+    assert locate_config("voxnet") == CONFIG_DIR / "voxnet.toml"
+    (tmp_path / "voxnet.toml").write_text("epochs = 1\n")
+    assert locate_config("voxnet.toml") == Path("voxnet.toml")  # an existing path wins over the preset
+    assert load_config(Outer, "voxnet.toml").epochs == 1
+    with pytest.raises(ConfigError) as e:
+        find_preset("voxnett")
+    assert str(e.value) == f"voxnett: no such config file or shipped preset; presets: {', '.join(presets())}"
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="missing.toml: config file does not exist"):
+        load_config(Outer, "sub/missing.toml")  # a path with a folder is never a preset name
+
+
+def _bench_recipes() -> dict:
+    """benchmarks/bench_classify.py's DATASETS overrides, read without importing the benchmark (torch)."""
+    import ast
+
+    tree = ast.parse((REPO / "benchmarks" / "bench_classify.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "DATASETS" for t in node.targets):
+            return {name: overrides for name, (_, overrides) in ast.literal_eval(node.value).items()}
+    raise AssertionError("DATASETS not found in benchmarks/bench_classify.py")
+
+
+@pytest.mark.skipif(not (REPO / "benchmarks" / "bench_classify.py").exists(), reason="benchmarks not present")
+@pytest.mark.parametrize("name", ["modelnet10", "shrec11"])
+def test_data_set_presets_hold_the_benchmark_recipes(name):
+    from shapes3d.classify.config import ClassifyConfig
+
+    expected = load_config(ClassifyConfig, "voxnet", overrides=_bench_recipes()[name])
+    assert load_config(ClassifyConfig, name) == expected
 
 
 def _assert_documented(cfg):

@@ -412,3 +412,35 @@ def test_config_file_loads_strictly(tmp_path):
     bad.write_text("[train]\nepochz = 3\n")
     with pytest.raises(ConfigError, match="unknown key 'train.epochz'"):
         load_config(DeepSDFConfig, bad)
+
+
+def test_fit_job_uses_the_checkpoints_clamp_and_code_reg(tmp_path, monkeypatch):
+    """`sdf fit` once called fit_code with the [fit] table only, so the codes were fitted with the default clamp
+    0.1 whatever delta the decoder was trained with; the objective must see the checkpoint's train.clamp."""
+    import trimesh
+
+    from shapes3d.deepsdf import jobs
+    from shapes3d.deepsdf.codes import shape_code
+    from shapes3d.geometry.sampling import SDFSampleConfig
+
+    cfg = tiny_config(epochs=1, clamp=0.05, code_reg=3e-3)
+    cfg = dataclasses.replace(cfg, samples=SDFSampleConfig(n_samples=2200, n_uniform=200))
+    trained = sdf_train.train(cfg, SDFDataset([sphere_samples(0.4, 500), sphere_samples(0.6, 500)]), tmp_path)
+    mesh = tmp_path / "ball.ply"
+    trimesh.creation.icosphere(subdivisions=2, radius=0.5).export(mesh)
+    seen = []
+
+    def recording_objective(*args, **kwargs):
+        seen.append((kwargs.get("delta"), kwargs.get("code_weight")))
+        return sdf_objective(*args, **kwargs)
+
+    monkeypatch.setattr(sdf_fit, "OBJECTIVE", recording_objective)
+    assert sdf_fit.fit_options(cfg)["clamp"] == 0.05
+    result = jobs.fit(trained.last_path, mesh, out=tmp_path / "fits", resolution=16,
+                      overrides=["fit.iterations=3", "fit.restarts=1", "fit.samples_per_iter=256"])
+    assert seen and {delta for delta, _ in seen} == {0.05}
+    assert {w for _, w in seen if w is not None} == {3e-3}
+    assert result.code_path == tmp_path / "fits" / "ball.pt"
+    label, code, t = shape_code(sdf_train.load_deepsdf(trained.last_path), str(result.code_path))
+    assert label == "ball" and torch.equal(code, result.fit.code) and t.scale > 0
+    assert load_checkpoint(result.code_path)["partial"] == "none"

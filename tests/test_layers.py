@@ -58,7 +58,7 @@ def _modules():
 
 def test_every_module_has_a_known_layer():
     unknown = {_layer(m) for _, m in _modules()} - set(RANKS)
-    assert not unknown, f"modules outside the layer table (add them to DESIGN order): {unknown}"
+    assert not unknown, f"modules outside the layer table (add them to the layer table of docs/ARCHITECTURE.md): {unknown}"
 
 
 def test_no_upward_imports():

@@ -46,11 +46,11 @@ def _mapping_of(address: int) -> str:
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc (Linux)")
 def test_sdf_dataset_samples_from_memory_maps(tiny_synth, tmp_path):
-    from shapes3d.deepsdf.config import SDFSamplingConfig
-    from shapes3d.deepsdf.reconstruction import build_sdf_dataset
+    from shapes3d.data.sdf_dataset import build_sdf_dataset
+    from shapes3d.geometry.sampling import SDFSampleConfig
 
     entries = discover(tiny_synth).filter(split="test").entries
-    cfg = SDFSamplingConfig(n_samples=3000, n_uniform=300)
+    cfg = SDFSampleConfig(n_samples=3000, n_uniform=300)
     data, _ = build_sdf_dataset(entries, cfg, cache_dir=tmp_path)
     for t in (data.pos[0], data.neg[1]):  # the tensors' memory is a private (copy-on-write) map of a cache file
         mapping = _mapping_of(t.data_ptr())

@@ -422,3 +422,26 @@ def test_contact_sheet_rejects_inf_depth_and_bad_labels(tmp_path, sphere_views):
     with pytest.raises(ValueError, match="one caption per image: 6 images, 2 labels"):
         contact_sheet(r.shaded, tmp_path / "x.png", labels=["a", "b"])
     assert not (tmp_path / "x.png").exists()
+
+
+def test_mesh_sheet_skips_bad_meshes_and_takes_other_rows(tmp_path):
+    from shapes3d.errors import Shapes3DError
+    from shapes3d.render.images import mesh_sheet
+
+    good = tmp_path / "ball.ply"
+    shifted_icosphere(subdivisions=2).export(good)
+    bad = tmp_path / "bad.obj"
+    bad.write_text("v 0 0 0\nf 1 2 3\n")
+    extra = tmp_path / "model.pt"
+    calls = []
+
+    def other_rows(path):
+        calls.append(path)
+        return [("code shaded", np.full((2, 16, 16), 0.5))]
+
+    r = mesh_sheet([good, bad, extra], tmp_path / "sheet.png", views=2, size=16, modes=("shaded", "silhouette"),
+                   other_rows=other_rows)
+    assert (r.rows, r.views, calls) == (3, 2, [extra]) and len(r.skipped) == 1 and str(bad) in r.skipped[0]
+    assert Image.open(r.path).size[0] >= 2 * 16
+    with pytest.raises(Shapes3DError, match="nothing to render: every input was skipped\n  skipped: "):
+        mesh_sheet([bad], tmp_path / "none.png", views=2, size=16)

@@ -201,3 +201,44 @@ def test_signed_distance_does_not_depend_on_query_order(ellipsoid, rng):
     b = signed_distance(ellipsoid, pts[perm], sign_method="parity").values
     assert np.array_equal(a[perm], b)
     assert (a < 0).any() and (a > 0).any()
+
+
+# ----------------------------------------------------------------------------- one sampling config
+def test_the_deepsdf_config_samples_with_the_sampling_config_and_keeps_old_checkpoint_keys():
+    from shapes3d.config import config_from_dict, config_to_dict, load_config
+    from shapes3d.data.sdf_dataset import sdf_task_params
+    from shapes3d.deepsdf.config import DeepSDFConfig
+
+    cfg = load_config(DeepSDFConfig, overrides=["samples.n_samples=2200", "samples.n_uniform=200",
+                                                "samples.variances=[0.01]", "samples.seed=4"])
+    assert type(cfg.samples) is SDFSampleConfig and cfg.samples.variances == (0.01,) and cfg.samples.seed == 4
+    # The [samples] table of a checkpoint written before the classes merged (no `bound`) still loads ...
+    old = config_to_dict(DeepSDFConfig())
+    old["samples"] = {"n_samples": 8000, "n_uniform": 800, "variances": [0.005, 0.0005], "margin": 0.03,
+                      "sign_method": "auto", "seed": 0}
+    assert config_from_dict(DeepSDFConfig, old).samples == SDFSampleConfig(n_samples=8000, n_uniform=800)
+    # ... and its cache keys are the ones the old converter produced.
+    assert sdf_task_params(SDFSampleConfig(n_samples=8000, n_uniform=800)) == old["samples"]
+    assert sdf_task_params(SDFSampleConfig(bound=1.5))["bound"] == 1.5
+    with pytest.raises(ConfigError, match="sign_method must be one of"):
+        load_config(DeepSDFConfig, overrides=["samples.sign_method='normal'"])
+
+
+def test_the_config_seed_is_the_default_seed(ellipsoid):
+    a = sample_sdf(ellipsoid, config=SDFSampleConfig(n_samples=600, n_uniform=100, variances=(0.01,), seed=7))
+    b = sample_sdf(ellipsoid, config=SDFSampleConfig(n_samples=600, n_uniform=100, variances=(0.01,)), seed=7)
+    assert np.array_equal(a.pos, b.pos) and np.array_equal(a.neg, b.neg)
+
+
+def test_sign_methods_agree_and_the_config_imports_without_the_mesh_libraries():
+    import subprocess
+    import sys
+
+    from shapes3d.geometry import sampling
+    from shapes3d.geometry.signed_distance import SIGN_METHODS
+
+    assert sampling.SIGN_METHODS == SIGN_METHODS
+    probe = ("import sys; import shapes3d.geometry.sampling, shapes3d.deepsdf.config; "
+             "print(sorted(m for m in ('trimesh', 'open3d', 'scipy', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -10,14 +10,9 @@ import pytest
 import torch
 
 from shapes3d.deepsdf.reconstruction import decoder_field
-from shapes3d.deepsdf.views import (
-    ViewTargets,
-    fit_code_to_views,
-    render_views,
-    stylize_shape,
-    targets_from_mesh,
-    view_cameras,
-)
+from shapes3d.deepsdf.stylization import stylize_shape
+from shapes3d.deepsdf.view_fitting import fit_code_to_views
+from shapes3d.deepsdf.views import ViewTargets, render_views, targets_from_mesh, view_cameras
 from shapes3d.deepsdf.views_config import (
     FitViewsConfig,
     StyleShapeConfig,

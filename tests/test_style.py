@@ -72,3 +72,19 @@ def test_cli_style_shape_reports_a_bad_style_image_and_a_bad_config_key(tmp_path
     assert main(["style", "shape", str(ck), "--shape", "0", "--style", "skimage:brick", "--set",
                  "style.stepz=3"]) == 2
     assert "unknown key 'style.stepz' for StyleShapeConfig" in capsys.readouterr().err
+
+
+def test_transfer_job_writes_the_image_curve_and_config(tmp_path):
+    from shapes3d.config import load_config as load
+    from shapes3d.style.jobs import transfer
+
+    rng = np.random.default_rng(0)
+    content = (rng.random((24, 24, 3)) * 255).astype(np.uint8)
+    style_png = tmp_path / "style.png"
+    Image.fromarray((rng.random((24, 24, 3)) * 255).astype(np.uint8)).save(style_png)
+    cfg = _cfg(steps=3)
+    job = transfer(content, style_png, cfg, tmp_path / "out")
+    assert job.path == tmp_path / "out" / "transfer.png" and Image.open(job.path).size == (32, 32)
+    assert (tmp_path / "out" / "loss.png").stat().st_size > 0
+    assert load(StyleConfig, tmp_path / "out" / "config.toml") == cfg
+    assert job.first_loss == job.result.history[0]["total"] and job.reduction == job.first_loss / job.last_loss

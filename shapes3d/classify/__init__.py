@@ -1,0 +1,24 @@
+"""Voxel classification: config, job functions that write their outputs, and the trained model.
+
+Jobs (each writes its outputs into a folder and returns what it wrote): :func:`train`,
+:func:`evaluate`, :func:`predict`, :func:`filters`. A lazy face: names resolve on first use.
+"""
+
+from shapes3d.utils.lazy import lazy_face
+
+__getattr__, __dir__, __all__ = lazy_face(__name__, {
+    # jobs
+    "train": "shapes3d.classify.jobs",
+    "evaluate": "shapes3d.classify.jobs",
+    "predict": "shapes3d.classify.jobs",
+    "filters": "shapes3d.classify.jobs",
+    # config
+    "ClassifyConfig": "shapes3d.classify.config",
+    "VoxNetConfig": "shapes3d.classify.config",
+    "AugmentConfig": "shapes3d.classify.config",
+    "ClassifyTrainConfig": "shapes3d.classify.config",
+    # the trained model
+    "build_model": "shapes3d.classify.model",
+    "load_classifier": "shapes3d.classify.evaluation",
+    "predict_proba": "shapes3d.classify.evaluation",
+})

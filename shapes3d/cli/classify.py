@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from shapes3d.classify.config import ClassifyConfig
@@ -11,7 +10,6 @@ from shapes3d.cli.common import (
     DEFAULT_CACHE,
     add_config_args,
     config_help,
-    load_manifest,
     print_skipped,
     report_interrupted,
     resolve_config,
@@ -66,80 +64,56 @@ def register(sub) -> None:
     f.set_defaults(handler=run_filters)
 
 
-def _report_skipped(skipped) -> None:
-    print_skipped(skipped)
-
-
 def run_train(args: argparse.Namespace) -> int:
-    from shapes3d.classify.trainer import train
-    from shapes3d.data.voxel_dataset import build_voxel_set
-    from shapes3d.engine.distributed import is_main_process, main_process_first
+    from shapes3d.classify.jobs import train
+    from shapes3d.engine.distributed import is_main_process
 
     cfg = resolve_config(ClassifyConfig, args)
-    manifest = load_manifest(args.data)
-    train_entries = manifest.filter(split="train").entries or manifest.entries
+    res = train(cfg, args.data, args.out, cache=args.cache, resume=args.resume, stop_after=args.stop_after)
     main = is_main_process()
-    with main_process_first():  # under torchrun, rank 0 builds the cache and the others read it
-        data, _ = build_voxel_set(train_entries, cfg.data, cache_dir=args.cache, workers=cfg.train.workers,
-                                  desc="voxelize train")
     if main:
-        print(f"train set: {len(data)} shapes, {len(data.classes)} classes; {len(data.skipped)} skipped")
-        _report_skipped(data.skipped)
-    result = train(cfg, data, args.out, resume=args.resume, stop_after=args.stop_after)
-    code = report_interrupted(result, main=main)
+        print(f"train set: {res.n_shapes} shapes, {len(res.classes)} classes; {len(res.skipped)} skipped")
+        print_skipped(res.skipped)
+    code = report_interrupted(res, main=main)
     if code is not None:
         return code
     if main:
-        print(f"best validation accuracy {result.best_val_acc:.4f}; checkpoints {result.best_path}, {result.last_path}")
-        print(f"log {args.out / 'log.csv'}, curves {args.out / 'curves.png'}")
+        print(f"best validation accuracy {res.best_val_acc:.4f}; checkpoints {res.best_path}, {res.last_path}")
+        print(f"log {res.log_path}, curves {res.curves_path}")
     return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from shapes3d.classify.trainer import evaluate, load_classifier
-    from shapes3d.data.voxel_dataset import build_voxel_set
+    from shapes3d.classify.jobs import evaluate
 
-    model, cfg, classes = load_classifier(args.checkpoint)
-    entries = load_manifest(args.data).filter(split=args.split).entries
-    if not entries:
-        from shapes3d.errors import Shapes3DError
-        raise Shapes3DError(f"{args.data}: no shapes in split {args.split!r}")
-    data, _ = build_voxel_set(entries, cfg.data, cache_dir=args.cache, classes=classes, desc="voxelize test")
-    out = args.out or args.checkpoint.parent / f"eval-{args.split}"
-    res = evaluate(model, cfg, data, out, vote=not args.no_vote, mirror_vote=True if args.mirror_vote else None)
-    width = max(len(c) for c in classes)
+    res = evaluate(args.checkpoint, args.data, out=args.out, split=args.split, cache=args.cache,
+                   vote=not args.no_vote, mirror_vote=True if args.mirror_vote else None)
+    m = res.metrics
+    width = max(len(c) for c in m["classes"])
     print(f"{'class':<{width}}  accuracy  support")
-    for c, v in res["per_class"].items():
+    for c, v in m["per_class"].items():
         acc = "   -  " if v["accuracy"] is None else f"{v['accuracy']:.4f}"
         print(f"{c:<{width}}  {acc:>8}  {v['support']:>7}")
-    print(f"overall accuracy {res['overall_accuracy']:.4f}, mean class accuracy {res['mean_class_accuracy']:.4f} "
-          f"({res['n']} shapes, voting over {res['rotations']} rotations)")
-    _report_skipped(data.skipped)
-    print(f"results: {out / 'metrics.json'}, {out / 'confusion.png'}")
+    print(f"overall accuracy {m['overall_accuracy']:.4f}, mean class accuracy {m['mean_class_accuracy']:.4f} "
+          f"({m['n']} shapes, voting over {m['rotations']} rotations)")
+    print_skipped(res.skipped)
+    print(f"results: {res.metrics_path}, {res.confusion_path}")
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from shapes3d.classify.predict import predict_files
+    from shapes3d.classify.jobs import predict
 
-    results, skipped = predict_files(args.checkpoint, args.paths, top_k=args.top_k)
-    for path, top in results:
+    res = predict(args.checkpoint, args.paths, top_k=args.top_k, out=args.json)
+    for path, top in res.predictions:
         print(f"{path}: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
-    _report_skipped(skipped)
-    if args.json:
-        from shapes3d.utils.io import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps({"predictions": [{"path": str(p), "top": t} for p, t in results],
-                                                 "skipped": [[str(p), r] for p, r in skipped]}, indent=2))
-    return 0 if results else 2
+    print_skipped(res.skipped)
+    return 0 if res.predictions else 2
 
 
 def run_filters(args: argparse.Namespace) -> int:
-    from shapes3d.classify.trainer import load_classifier
-    from shapes3d.engine.plots import plot_filters
+    from shapes3d.classify.jobs import filters
 
-    model, _, _ = load_classifier(args.checkpoint, device="cpu")
-    out = args.out or args.checkpoint.parent / "filters.png"
-    plot_filters(model.first_layer_filters.numpy(), out, title=f"first-layer filters of {args.checkpoint.name}")
-    print(f"wrote {out}")
+    res = filters(args.checkpoint, out=args.out)
+    print(f"wrote {res.path}")
     return 0

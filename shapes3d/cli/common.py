@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from shapes3d.config import config_to_toml, describe_config, load_config
+from shapes3d.config import config_to_toml, describe_config, load_config, locate_config
 from shapes3d.utils.io import atomic_write_text
 
 #: Content-keyed caches (voxels, SDF samples) are shared across runs: $SHAPES3D_CACHE or ~/.cache/shapes3d.
@@ -21,8 +21,11 @@ def load_manifest(path: Path, layout: str = "auto"):
 
 
 def add_config_args(parser: argparse.ArgumentParser, default: str | None) -> None:
-    parser.add_argument("--config", default=default, metavar="TOML",
-                        help=f"config file (default: {default or 'built-in defaults'})")
+    """``--config`` (a TOML file or a shipped preset's name, e.g. ``voxnet``) and repeatable ``--set``."""
+    name = default[: -len(".toml")] if default and default.endswith(".toml") else default
+    parser.add_argument("--config", default=name, metavar="TOML|PRESET",
+                        help=f"TOML file, or the name of a preset shipped with shapes3d "
+                             f"(default: {name or 'built-in defaults'})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key, e.g. --set train.epochs=5 (repeatable)")
 
@@ -35,12 +38,8 @@ def config_help(cls) -> str:
 
 
 def resolve_config(cls, args: argparse.Namespace, *, section: str | None = None, extra: list[str] = ()):
-    path = args.config
-    if path is not None and not Path(path).exists():
-        # Configs ship in the repository's configs/ folder; accept bare names too.
-        candidate = Path(__file__).resolve().parents[2] / "configs" / Path(path).name
-        if candidate.exists():
-            path = candidate
+    """The config of ``--config`` (a path that exists wins; else a shipped preset's bare name) plus ``--set``."""
+    path = None if args.config is None else locate_config(args.config)
     return load_config(cls, path, overrides=[*extra, *args.overrides], section=section)
 
 

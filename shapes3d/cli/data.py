@@ -26,8 +26,8 @@ def _voxel_task(cfg: VoxelCacheConfig):
 
 
 def _sdf_task(cfg):
+    from shapes3d.data.sdf_dataset import sdf_task_params
     from shapes3d.data.tasks import SDF_VERSION, sdf_task
-    from shapes3d.deepsdf.reconstruction import sdf_task_params
 
     return sdf_task, sdf_task_params(cfg.samples), SDF_VERSION
 

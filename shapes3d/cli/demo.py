@@ -20,19 +20,17 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="preprocessing worker processes (default 1)")
     p.add_argument("--skip-sdf", action="store_true", help="skip the DeepSDF part")
     p.add_argument("--skip-style", action="store_true", help="skip the texture synthesis")
-    p.add_argument("--config", default="voxnet.toml", help="classification config (default configs/voxnet.toml)")
-    p.add_argument("--set", dest="overrides", action="append",
-                   default=["data.rotations=8", "train.epochs=20", "train.val_fraction=0.0"],
-                   metavar="KEY=VALUE", help="classification config overrides (demo defaults: 8 rotations, 20 epochs)")
+    p.add_argument("--config", default="demo-voxnet",
+                   help="classification config: a TOML file or a shipped preset (default demo-voxnet: 8 rotations, "
+                        "20 epochs)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="classification config overrides, e.g. --set train.epochs=5 (repeatable; default none)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from shapes3d.classify.config import ClassifyConfig
-    from shapes3d.classify.trainer import evaluate, train
     from shapes3d.data.discovery import discover
     from shapes3d.data.synth import FAMILIES, write_dataset
-    from shapes3d.data.voxel_dataset import build_voxel_set
 
     t0 = time.perf_counter()
     out: Path = args.out
@@ -41,22 +39,7 @@ def run(args: argparse.Namespace) -> int:
     write_dataset(data_dir, per_class=args.per_class, seed=0, families=FAMILIES, test_fraction=0.25, resolution=64)
     manifest = discover(data_dir)
     manifest.save_csv(out / "manifest.csv")
-    cfg = resolve_config(ClassifyConfig, args)
-    print(f"[2/6] voxelize {len(manifest)} shapes ({cfg.data.rotations} rotations each) and train VoxNet "
-          f"for {cfg.train.epochs} epochs -> {out / 'classify'}")
-    cache = out / "cache"
-    train_set, _ = build_voxel_set(manifest.filter(split="train").entries, cfg.data, cache_dir=cache,
-                                   workers=args.workers, desc="voxelize train")
-    result = train(cfg, train_set, out / "classify")
-    print(f"[3/6] evaluate on the test split with voting over {cfg.data.rotations} rotations")
-    test_set, _ = build_voxel_set(manifest.filter(split="test").entries, cfg.data, cache_dir=cache,
-                                  classes=train_set.classes, workers=args.workers, desc="voxelize test")
-    from shapes3d.classify.trainer import load_classifier
-
-    model, cfg, _ = load_classifier(result.last_path)
-    metrics = evaluate(model, cfg, test_set, out / "classify" / "eval-test")
-    print(f"    test accuracy {metrics['overall_accuracy']:.3f} (mean class {metrics['mean_class_accuracy']:.3f}) "
-          f"on {metrics['n']} shapes; confusion matrix {out / 'classify' / 'eval-test' / 'confusion.png'}")
+    _classify_part(args, out, data_dir)
     if not args.skip_sdf:
         _deepsdf_part(out, data_dir)
     _render_part(out, data_dir)
@@ -64,6 +47,25 @@ def run(args: argparse.Namespace) -> int:
         _style_part(out)
     print(f"done in {time.perf_counter() - t0:.0f} s; outputs in {out}")
     return 0
+
+
+def _classify_part(args: argparse.Namespace, out: Path, data_dir: Path) -> None:
+    import dataclasses
+
+    from shapes3d.classify import jobs
+    from shapes3d.classify.config import ClassifyConfig
+
+    cfg = resolve_config(ClassifyConfig, args)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, workers=args.workers))
+    run, cache = out / "classify", out / "cache"
+    print(f"[2/6] voxelize the train split ({cfg.data.rotations} rotations each) and train VoxNet "
+          f"for {cfg.train.epochs} epochs -> {run}")
+    result = jobs.train(cfg, data_dir, run, cache=cache)
+    print(f"[3/6] evaluate on the test split with voting over {cfg.data.rotations} rotations")
+    ev = jobs.evaluate(result.last_path, data_dir, out=run / "eval-test", cache=cache, workers=args.workers)
+    m = ev.metrics
+    print(f"    test accuracy {m['overall_accuracy']:.3f} (mean class {m['mean_class_accuracy']:.3f}) "
+          f"on {m['n']} shapes; confusion matrix {ev.confusion_path}")
 
 
 def _call(*argv: str) -> None:
@@ -75,11 +77,6 @@ def _call(*argv: str) -> None:
         raise Shapes3DError(f"demo step failed: shapes3d {' '.join(argv)}")
 
 
-# A DeepSDF small enough for a CPU demo: same architecture family, fewer and narrower layers.
-DEMO_SDF = ["model.hidden=128", "model.layers=6", "model.skip_at=[3]", "model.latent_size=32", "model.dropout=0.0",
-            "train.epochs=150", "train.samples_per_shape=4096", "train.lr_decoder=0.002", "train.lr_codes=0.004",
-            "samples.n_samples=50000", "samples.n_uniform=5000", "fit.iterations=150", "fit.lr_drop_at=100",
-            "fit.samples_per_iter=2000", "fit.init_std=0.3", "fit.restarts=2"]
 DEMO_SDF_SHAPES = ("mug", "bowl", "bottle", "ring")
 
 
@@ -91,11 +88,10 @@ def _deepsdf_part(out: Path, data_dir: Path) -> None:
     rows = ["class,split,path"] + [f"{fam},train,{(data_dir / fam / 'train' / f'{fam}_{i:04d}.off').resolve()}"
                                    for fam in DEMO_SDF_SHAPES for i in (1, 2)]
     (train_dir / "manifest.csv").write_text("\n".join(rows) + "\n")
-    sets = [x for kv in DEMO_SDF for x in ("--set", kv)]
     print(f"[4/6] DeepSDF: train on {2 * len(DEMO_SDF_SHAPES)} shapes, fit a held-out mug (full and one depth view), "
           f"interpolate -> {run}")
     _call("sdf", "train", "--data", str(train_dir / "manifest.csv"), "--out", str(run), "--cache",
-          str(out / "cache"), *sets)
+          str(out / "cache"), "--config", "demo-deepsdf")
     held_out = next(iter(sorted((data_dir / "mug" / "test").glob("*.off"))))
     _call("sdf", "fit", str(run / "last.pt"), str(held_out), "--resolution", "64")
     _call("sdf", "fit", str(run / "last.pt"), str(held_out), "--partial", "depth", "--resolution", "64")
@@ -116,5 +112,4 @@ def _render_part(out: Path, data_dir: Path) -> None:
 
 def _style_part(out: Path) -> None:
     print(f"[6/6] texture synthesis from scikit-image's brick -> {out / 'texture'}")
-    _call("style", "texture", "skimage:brick", "--out", str(out / "texture"), "--set", "size=64",
-          "--set", "steps=30")
+    _call("style", "texture", "skimage:brick", "--out", str(out / "texture"), "--config", "demo-style")

@@ -49,6 +49,7 @@ def setup_logging(*, quiet: bool = False, verbose: bool = False) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the exit code: 0 done, 1 an unexpected failure, 2 a user error, 130 interrupted."""
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(quiet=args.quiet, verbose=args.verbose)
@@ -60,6 +61,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # permissions, full disks, folders given for files: the user's to fix
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a fault of ours: one line, the traceback only when asked for
+        if args.verbose:
+            logging.getLogger("shapes3d").exception("unexpected failure")
+        print(f"error: unexpected {type(e).__name__}: {e} (a bug in shapes3d; rerun with -v for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from shapes3d.render.images import MODES, render_code_rows, render_rows
+from shapes3d.render.images import MODES
 
 
 def register(sub) -> None:
@@ -30,58 +28,28 @@ def register(sub) -> None:
     p.set_defaults(handler=run)
 
 
-def _checkpoint_rows(path: Path, args, modes) -> tuple[list[np.ndarray], list[str]]:
-    from shapes3d.deepsdf.codes import code_or_none, shape_code
-    from shapes3d.deepsdf.trainer import load_deepsdf
-    from shapes3d.errors import Shapes3DError
-
-    specs = [*args.shape, *(str(c) for c in args.code)]
-    if not specs:
-        raise Shapes3DError(f"{path}: a DeepSDF checkpoint needs --shape NAME_OR_INDEX or --code FILE to say "
-                            f"what to render")
-    model = load_deepsdf(path)
-    rows, labels = [], []
-    for spec in specs:
-        label, code, _ = shape_code(model, spec)
-        for mode, row in zip(modes, render_code_rows(model.decoder, code_or_none(code), views=args.views,
-                                                      elevations=args.elevations, size=args.size, up=args.up,
-                                                      modes=modes)):
-            rows.append(row)
-            labels += [f"{label} {mode}"] + [""] * (len(row) - 1)
-    return rows, labels
-
-
 def run(args: argparse.Namespace) -> int:
+    from functools import partial
+
     from shapes3d.errors import Shapes3DError
-    from shapes3d.geometry.io import load_mesh
-    from shapes3d.render.sheet import contact_sheet
-    from shapes3d.utils.progress import progress
+    from shapes3d.render.images import mesh_sheet
 
     modes = list(MODES) if "all" in args.modes else args.modes
-    rows, labels, skipped = [], [], []
-    meshes = [p for p in args.paths if p.suffix.lower() != ".pt"]
-    if (args.shape or args.code) and len(meshes) == len(args.paths):
+    checkpoints = [p for p in args.paths if p.suffix.lower() == ".pt"]
+    specs = [*args.shape, *(str(c) for c in args.code)]
+    if specs and not checkpoints:
         raise Shapes3DError("--shape and --code need a DeepSDF checkpoint (.pt) among the inputs")
-    for path in progress(args.paths, desc="render", unit="input"):
-        if path.suffix.lower() == ".pt":
-            new_rows, new_labels = _checkpoint_rows(path, args, modes)
-            rows += new_rows
-            labels += new_labels
-            continue
-        try:
-            mesh = load_mesh(path)
-        except Shapes3DError as e:
-            skipped.append(str(e))
-            continue
-        for mode, row in zip(modes, render_rows(mesh, views=args.views, elevations=args.elevations,
-                                                 size=args.size, up=args.up, modes=modes)):
-            rows.append(row)
-            labels += [f"{path.stem} {mode}"] + [""] * (len(row) - 1)
-    for reason in skipped:
+    if checkpoints and not specs:
+        raise Shapes3DError(f"{checkpoints[0]}: a DeepSDF checkpoint needs --shape NAME_OR_INDEX or --code FILE to "
+                            f"say what to render")
+    options = dict(views=args.views, elevations=args.elevations, size=args.size, up=args.up, modes=modes)
+    code_rows = None
+    if checkpoints:
+        from shapes3d.deepsdf.jobs import render_codes
+
+        code_rows = partial(render_codes, specs=specs, **options)
+    r = mesh_sheet(args.paths, args.out, other_rows=code_rows, **options)
+    for reason in r.skipped:
         print(f"  skipped: {reason}")
-    if not rows:
-        raise Shapes3DError("nothing to render: every input was skipped")
-    images = np.concatenate([np.repeat(r[..., None], 3, -1) if r.ndim == 3 else r for r in rows])
-    contact_sheet(images, args.out, cols=len(rows[0]), labels=labels)
-    print(f"wrote {args.out} ({len(rows)} rows x {len(rows[0])} views)")
+    print(f"wrote {r.path} ({r.rows} rows x {r.views} views)")
     return 0

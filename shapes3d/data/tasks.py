@@ -82,12 +82,11 @@ def voxel_task(path: str | Path, **params) -> dict[str, np.ndarray]:
 SDF_VERSION = "1"
 
 
-def sdf_task(path: str | Path, *, seed: int = 0, **sample_options) -> dict[str, np.ndarray]:
+def sdf_task(path: str | Path, **params) -> dict[str, np.ndarray]:
     """A mesh file -> DeepSDF samples ``pos`` (P, 4), ``neg`` (Q, 4) plus its normalisation ``offset``, ``scale``.
 
-    ``sample_options`` are :class:`~shapes3d.geometry.sampling.SDFSampleConfig` fields.
+    ``params`` are :class:`~shapes3d.geometry.sampling.SDFSampleConfig` fields (its seed included).
     """
-    cfg = SDFSampleConfig(**{**sample_options, "variances": tuple(sample_options.get("variances", (0.005, 0.0005)))})
-    s = sample_sdf(load_mesh(path), config=cfg, seed=seed)
+    s = sample_sdf(load_mesh(path), config=SDFSampleConfig.from_dict(params))
     return {"pos": s.pos, "neg": s.neg, "offset": np.asarray(s.offset, np.float64),
             "scale": np.asarray(s.scale, np.float64)}

@@ -37,3 +37,20 @@ def shape_code(model, spec: str):
 
 def code_or_none(code):
     return None if code is None or code.numel() == 0 else code
+
+
+def save_code(path, code, transform=None, **provenance) -> Path:
+    """Write a code file: ``code`` (L,) (None for a single-shape decoder), the normalisation ``transform``
+    (a :class:`~shapes3d.geometry.normalize.Transform`; None: the identity, the decoder's own frame) and free-form
+    ``provenance`` (``source``, ``loss``, ``partial``, ...: numbers, strings, tensors). Atomic; returns ``path``.
+
+    :func:`shape_code` reads it back, so every command that takes a shape takes the file.
+    """
+    import torch
+
+    from shapes3d.engine.checkpoint import save_checkpoint
+
+    offset, scale = (transform.offset, transform.scale) if transform is not None else ((0.0, 0.0, 0.0), 1.0)
+    payload = {"code": None if code is None else code.detach().cpu(), "offset": torch.tensor(tuple(offset)),
+               "scale": torch.tensor(scale), **provenance}
+    return save_checkpoint(path, payload)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shapes3d.config import option
+from shapes3d.geometry.sampling import SDFSampleConfig
 
 
 @dataclass(frozen=True)
@@ -90,22 +91,10 @@ class SDFFitConfig:
 
 
 @dataclass(frozen=True)
-class SDFSamplingConfig:
-    """How meshes become SDF samples (the DeepSDF recipe by default; see shapes3d.geometry.sampling)."""
-
-    n_samples: int = option(500_000, "Samples per shape, near-surface plus uniform.")
-    n_uniform: int = option(30_000, "Samples uniform in the cube [-1, 1]^3 of the normalised frame.")
-    variances: tuple[float, ...] = option((0.005, 0.0005), "Per-coordinate variances of the surface jitter.")
-    margin: float = option(0.03, "Normalisation puts the farthest vertex at radius 1 / (1 + margin).")
-    sign_method: str = option("auto", "Sign of the distance: auto, parity (watertight) or winding (open meshes).")
-    seed: int = option(0, "Seed of the sampling.")
-
-
-@dataclass(frozen=True)
 class DeepSDFConfig:
     """DeepSDF: SDF samples -> auto-decoder training -> code fitting and interpolation."""
 
     model: DeepSDFModelConfig = option(doc="Decoder and latent codes.", factory=DeepSDFModelConfig)
     train: SDFTrainConfig = option(doc="Optimisation.", factory=SDFTrainConfig)
     fit: SDFFitConfig = option(doc="Fitting codes to new observations.", factory=SDFFitConfig)
-    samples: SDFSamplingConfig = option(doc="SDF sampling of the training meshes.", factory=SDFSamplingConfig)
+    samples: SDFSampleConfig = option(doc="SDF sampling of the training meshes.", factory=SDFSampleConfig)

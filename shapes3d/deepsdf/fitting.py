@@ -25,6 +25,7 @@ restarts escapes it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Literal
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 
 from shapes3d.data.sdf_dataset import SDFDataset, ShapeSamples, split_by_sign
+from shapes3d.deepsdf.config import DeepSDFConfig
 from shapes3d.losses.sdf_objective import sdf_objective
 from shapes3d.models.deepsdf import SDFDecoder
 from shapes3d.utils.progress import progress
@@ -98,6 +100,12 @@ def crop_observation(surface_points, camera_center, *, plane_normal, plane_offse
         raise ValueError(f"the crop (normal {n.tolist()}, offset {plane_offset}) keeps none of {len(pts)} points")
     return observations_from_depth(pts[keep], camera_center, free_space_samples=free_space_samples,
                                    min_gap=min_gap, seed=seed)
+
+
+def fit_options(cfg: DeepSDFConfig) -> dict:
+    """:func:`fit_code` keywords for a checkpoint's config: its ``[fit]`` table plus the loss it was trained with
+    (``train.clamp``, ``train.code_reg``), so that a fitted code minimises the objective the codes were learnt on."""
+    return {**dataclasses.asdict(cfg.fit), "clamp": cfg.train.clamp, "code_reg": cfg.train.code_reg}
 
 
 @dataclass

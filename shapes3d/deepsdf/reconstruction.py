@@ -1,22 +1,16 @@
-"""DeepSDF glue between files and the core: cached sampling, extraction back to input coordinates,
-partial observations from depth renders, and reconstruction metrics."""
+"""DeepSDF glue between the decoder and meshes: a code's field, extraction back to input coordinates,
+partial observations from depth renders, and reconstruction metrics.
+
+(The SDF training set is built by :func:`shapes3d.data.sdf_dataset.build_sdf_dataset`.)"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 import trimesh
 
-from shapes3d.data.cache import load_cached
-from shapes3d.data.discovery import ManifestEntry
-from shapes3d.data.preprocess import PreprocessReport, run_preprocess
-from shapes3d.data.sdf_dataset import SDFDataset, ShapeSamples
-from shapes3d.data.tasks import SDF_VERSION, sdf_task
-from shapes3d.deepsdf.config import SDFSamplingConfig
 from shapes3d.deepsdf.fitting import Observation, observations_from_depth
 from shapes3d.errors import Shapes3DError
 from shapes3d.geometry.extract import ExtractedMesh, extract_mesh
@@ -25,42 +19,6 @@ from shapes3d.metrics.shape import mesh_metrics
 from shapes3d.models.deepsdf import SDFDecoder
 from shapes3d.render.cameras import Camera
 from shapes3d.render.mesh import render_mesh
-
-
-def _copy_on_write(arr: np.ndarray) -> np.ndarray:
-    """A writable view of a read-only cache memory map (torch wants writable arrays); nothing is copied
-    unless written, and writes never reach the file."""
-    if not isinstance(arr, np.memmap) or arr.size == 0:
-        return arr
-    return np.memmap(arr.filename, dtype=arr.dtype, mode="c", offset=arr.offset, shape=arr.shape,
-                     order="F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C")
-
-
-def sdf_task_params(cfg: SDFSamplingConfig) -> dict:
-    """The preprocessing parameters of the SDF sampling task (they key its cache entries)."""
-    params = dataclasses.asdict(cfg)
-    params["variances"] = list(params["variances"])
-    return params
-
-
-def build_sdf_dataset(entries: Sequence[ManifestEntry | str | Path], cfg: SDFSamplingConfig, *, cache_dir,
-                      workers: int = 1) -> tuple[SDFDataset, PreprocessReport]:
-    """Sample (or read from the cache) every mesh; failures are skipped and listed in the report."""
-    report = run_preprocess(entries, sdf_task, params=sdf_task_params(cfg), cache_dir=cache_dir, workers=workers,
-                            desc="sdf samples", version=SDF_VERSION)
-    shapes, names = [], []
-    for e in entries:
-        path = Path(e.path if isinstance(e, ManifestEntry) else e)
-        loc = report.results.get(path)
-        if loc is None:
-            continue
-        a = load_cached(loc, mmap=True)  # verified once; samples are paged in as batches draw them
-        shapes.append(ShapeSamples(_copy_on_write(a["pos"]), _copy_on_write(a["neg"]), tuple(a["offset"].tolist()),
-                                   float(a["scale"])))
-        names.append(str(path))
-    if not shapes:
-        raise Shapes3DError(f"no usable meshes out of {len(entries)} ({len(report.skipped)} skipped)")
-    return SDFDataset(shapes, names), report
 
 
 def decoder_field(decoder: SDFDecoder, code: torch.Tensor | None):

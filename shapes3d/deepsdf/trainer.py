@@ -1,8 +1,8 @@
 """DeepSDF auto-decoder training: decoder and one latent code per shape, optimised jointly.
 
-The loop reads top to bottom: each epoch shuffles the shapes, and each step takes
-``shapes_per_batch`` of them, draws a balanced set of SDF samples per shape and runs
-:func:`train_step`. Everything random comes from one seeded ``torch.Generator``
+:func:`shapes3d.engine.loop.fit` runs the epochs of an :class:`SDFTask`: each epoch shuffles
+the shapes, and each step takes ``shapes_per_batch`` of them, draws a balanced set of SDF
+samples per shape and runs :func:`train_step`. Everything random comes from one seeded ``torch.Generator``
 (shape order), generators derived from (seed, epoch, shape) for the sample draws, and
 torch's global RNG (init, dropout); the states go into the checkpoint so that ``resume``
 continues exactly as an uninterrupted run would, also from the middle of an epoch. The
@@ -13,24 +13,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from shapes3d.config import config_from_dict, config_to_dict, config_to_toml
+from shapes3d.config import config_from_dict, config_to_dict
 from shapes3d.data.sdf_dataset import SDFDataset
 from shapes3d.deepsdf.config import DeepSDFConfig, SDFTrainConfig
-from shapes3d.engine.checkpoint import load_checkpoint, require_keys, save_checkpoint
-from shapes3d.engine.distributed import StopFlag, batch_to, setup, wrap_ddp
-from shapes3d.engine.plots import plot_curves
+from shapes3d.engine.checkpoint import load_checkpoint, require_keys
+from shapes3d.engine.distributed import Dist, batch_to, setup, wrap_ddp
+from shapes3d.engine.loop import Task, fit
+from shapes3d.engine.rng import seed_all
 from shapes3d.errors import CheckpointError, ConfigError
 from shapes3d.losses.sdf_objective import sdf_objective
 from shapes3d.models.deepsdf import LatentCodes, SDFDecoder
 from shapes3d.utils.device import pick_device
-from shapes3d.utils.io import atomic_write_csv, atomic_write_text
-from shapes3d.utils.progress import progress
 
 log = logging.getLogger(__name__)
 FORMAT = "shapes3d-deepsdf-v1"
@@ -131,18 +130,74 @@ def _mix(*values: int) -> int:
     return h & 0x7FFFFFFFFFFFFFFF
 
 
-def _rng_state(gen: torch.Generator, device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state(), "generator": gen.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
+class SDFTask(Task):
+    """Decoder and codes on an :class:`SDFDataset`: batches of shapes, balanced samples of each."""
 
+    required_keys = ("format", "decoder", "optimizer")
+    sum_keys = ("total", "sdf", "code")
+    bar_stat = "total"
+    bar_format = ".4f"
+    curves_title = "DeepSDF training"
 
-def _set_rng_state(state: dict, gen: torch.Generator, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    gen.set_state(state["generator"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+    def __init__(self, cfg: DeepSDFConfig, data: SDFDataset, dist: Dist) -> None:
+        self.cfg, self.t, self.data, self.dist = cfg, cfg.train, data, dist
+        self.decoder = build_decoder(cfg).to(dist.device)
+        codes = build_codes(cfg, len(data))
+        self.codes = codes.to(dist.device) if codes is not None else None
+        self.opt = build_optimizer(cfg, self.decoder, self.codes)
+        self.net: torch.nn.Module = AutoDecoder(self.decoder, self.codes)
+
+    def begin(self, dist: Dist) -> None:
+        self.net = wrap_ddp(self.net, dist)
+        log.info("training DeepSDF (%d decoder parameters) on %d shapes, device %s, %s, %d rank(s)",
+                 sum(p.numel() for p in self.decoder.parameters()), len(self.data), dist.device, self.t.precision,
+                 dist.world)
+
+    def begin_epoch(self, epoch: int) -> None:
+        set_learning_rates(self.opt, self.t, epoch)
+
+    def epoch_order(self, epoch: int, gen: torch.Generator) -> torch.Tensor:
+        return torch.randperm(len(self.data), generator=gen)
+
+    def step(self, batch: torch.Tensor, epoch: int, gen: torch.Generator) -> tuple[dict[str, float], int] | None:
+        dist, codes, t = self.dist, self.codes, self.t
+        mine = dist.shard(batch)
+        if dist.enabled and codes is not None:
+            with torch.no_grad():  # max-norm renormalisation of every code in the global batch, on every
+                codes(batch.to(dist.device))  # rank, so that the ranks' copies of the codes stay identical
+        if len(batch) < dist.world:  # every rank needs a shape (DDP's backward is collective)
+            return None
+        xyz, sdf = sample_batch(self.data, mine, t.samples_per_shape, seed=t.seed, epoch=epoch)
+        stats = train_step(self.decoder, codes, self.opt, batch_to(mine, dist.device), batch_to(xyz, dist.device),
+                           batch_to(sdf, dist.device), t=t, epoch=epoch, net=self.net,
+                           loss_scale=dist.loss_scale(len(mine), len(batch)))
+        return stats, len(mine)
+
+    def end_epoch(self, epoch: int, totals: dict[str, float], elapsed: Callable[[], float]) -> dict:
+        n, seconds = len(self.data), elapsed()
+        row = {"epoch": epoch, "lr_decoder": self.opt.param_groups[0]["lr"], "train_loss": totals["total"] / n,
+               "train_sdf": totals["sdf"] / n, "train_code": totals["code"] / n,
+               "seconds": seconds, "samples_per_s": n * self.t.samples_per_shape / seconds}
+        if self.codes is not None:
+            row["code_norm"] = float(self.codes.weight.detach().norm(dim=1).mean())
+        log.info("epoch %d/%d  loss %.5f (sdf %.5f)  %.1fs", epoch, self.t.epochs, row["train_loss"],
+                 row["train_sdf"], seconds)
+        return row
+
+    def payload(self) -> dict:
+        d = self.data
+        return {"format": FORMAT, "decoder": self.decoder.state_dict(),
+                "codes": self.codes.state_dict() if self.codes is not None else {}, "optimizer": self.opt.state_dict(),
+                "config": config_to_dict(self.cfg), "names": list(d.names), "offsets": d.offsets, "scales": d.scales}
+
+    def load(self, ck: dict) -> None:
+        self.decoder.load_state_dict(ck["decoder"])
+        if self.codes is not None:
+            self.codes.load_state_dict(ck["codes"])
+        self.opt.load_state_dict(ck["optimizer"])
+
+    def curve_rows(self, history: list[dict]) -> list[dict]:
+        return [{"epoch": h["epoch"], "train_loss": h["train_loss"], "train_sdf": h["train_sdf"]} for h in history]
 
 
 @dataclass
@@ -162,107 +217,17 @@ def train(cfg: DeepSDFConfig, data: SDFDataset, out_dir: str | Path, *, resume: 
     samples; every code is updated from the gradient averaged over ranks, as one process
     would. SIGINT/SIGTERM save the exact position and return with ``interrupted`` set.
     """
-    out = Path(out_dir)
     t = cfg.train
     if cfg.model.latent_size == 0 and len(data) != 1:
         raise ConfigError(f"single-shape mode (model.latent_size = 0) trains on exactly 1 shape, got {len(data)}")
     dist = setup(t.device)
-    device = dist.device
     if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(t.seed)
-    gen = torch.Generator().manual_seed(t.seed)
-    decoder = build_decoder(cfg).to(device)
-    codes = build_codes(cfg, len(data))
-    codes = codes.to(device) if codes is not None else None
-    opt = build_optimizer(cfg, decoder, codes)
-    history: list[dict] = []
-    start_epoch, last_path, position = 1, out / "last.pt", None
-    if resume and last_path.exists():
-        ck = load_checkpoint(last_path, map_location=device)
-        require_keys(last_path, ck, ("format", "decoder", "optimizer", "epoch", "rng", "history"))
-        decoder.load_state_dict(ck["decoder"])
-        if codes is not None:
-            codes.load_state_dict(ck["codes"])
-        opt.load_state_dict(ck["optimizer"])
-        _set_rng_state(ck["rng"], gen, device)
-        history, start_epoch, position = ck["history"], ck["epoch"] + 1, ck.get("position")
-        log.info("resumed from %s at epoch %d%s", last_path, start_epoch,
-                 f", step {position['step']}" if position else "")
-    net = wrap_ddp(AutoDecoder(decoder, codes), dist)
-    if dist.is_main:
-        atomic_write_text(out / "config.toml", config_to_toml(cfg, header="Resolved configuration of this run."))
-    log.info("training DeepSDF (%d decoder parameters) on %d shapes, device %s, %s, %d rank(s)",
-             sum(p.numel() for p in decoder.parameters()), len(data), device, t.precision, dist.world)
-
-    def payload(epoch_done: int, pos: dict | None) -> dict:
-        return _payload(cfg, data, decoder, codes, opt, epoch_done, gen, device, history) | {"position": pos}
-
-    end_epoch = t.epochs if stop_after is None else min(t.epochs, start_epoch + stop_after - 1)
-    with StopFlag() as stop:
-        for epoch in range(start_epoch, end_epoch + 1):
-            set_learning_rates(opt, t, epoch)
-            if position is not None and position["epoch"] == epoch:
-                order, first, sums, spent = position["order"], position["step"], position["sums"], position["seconds"]
-                position = None
-            else:
-                order = torch.randperm(len(data), generator=gen)
-                first, sums, spent = 0, {"total": 0.0, "sdf": 0.0, "code": 0.0}, 0.0
-            t0 = time.perf_counter() - spent
-            batches = order.split(t.shapes_per_batch)
-            bar = progress(range(first, len(batches)), desc=f"epoch {epoch}/{t.epochs}", unit="step", leave=False,
-                           disable=not dist.is_main)
-            for bi in bar:
-                idx = batches[bi]
-                mine = dist.shard(idx)
-                if dist.enabled and codes is not None:
-                    with torch.no_grad():  # max-norm renormalisation of every code in the global batch, on every
-                        codes(idx.to(device))  # rank, so that the ranks' copies of the codes stay identical
-                if len(idx) >= dist.world:  # every rank needs a shape (DDP's backward is collective)
-                    xyz, sdf = sample_batch(data, mine, t.samples_per_shape, seed=t.seed, epoch=epoch)
-                    stats = train_step(decoder, codes, opt, batch_to(mine, device), batch_to(xyz, device),
-                                       batch_to(sdf, device), t=t, epoch=epoch, net=net,
-                                       loss_scale=dist.loss_scale(len(mine), len(idx)))
-                    for k in sums:
-                        sums[k] += stats[k] * len(mine)
-                    if hasattr(bar, "set_postfix"):
-                        bar.set_postfix(loss=f"{stats['total']:.4f}")
-                if stop.requested(dist):
-                    pos = {"epoch": epoch, "step": bi + 1, "order": order, "sums": dict(sums),
-                           "seconds": time.perf_counter() - t0}
-                    if dist.is_main:
-                        save_checkpoint(last_path, payload(epoch - 1, pos))
-                    log.warning("stopped by %s at epoch %d, step %d/%d; resume with --resume", stop.name, epoch,
-                                bi + 1, len(batches))
-                    return SDFTrainResult(history, last_path, interrupted=stop.name)
-            seconds = time.perf_counter() - t0
-            total = dict(zip(sums, dist.all_sum(list(sums.values()))))
-            row = {"epoch": epoch, "lr_decoder": opt.param_groups[0]["lr"], "train_loss": total["total"] / len(data),
-                   "train_sdf": total["sdf"] / len(data), "train_code": total["code"] / len(data),
-                   "seconds": seconds, "samples_per_s": len(data) * t.samples_per_shape / seconds}
-            if codes is not None:
-                row["code_norm"] = float(codes.weight.detach().norm(dim=1).mean())
-            history.append(row)
-            if dist.is_main and (epoch % t.checkpoint_every == 0 or epoch == end_epoch):
-                save_checkpoint(last_path, payload(epoch, None))
-                _write_log(history, out)
-            log.info("epoch %d/%d  loss %.5f (sdf %.5f)  %.1fs", epoch, t.epochs, row["train_loss"], row["train_sdf"],
-                     seconds)
-    dist.barrier()
-    return SDFTrainResult(history, last_path)
-
-
-def _payload(cfg, data, decoder, codes, opt, epoch, gen, device, history) -> dict:
-    return {"format": FORMAT, "decoder": decoder.state_dict(),
-            "codes": codes.state_dict() if codes is not None else {}, "optimizer": opt.state_dict(),
-            "epoch": epoch, "rng": _rng_state(gen, device), "history": history, "config": config_to_dict(cfg),
-            "names": list(data.names), "offsets": data.offsets, "scales": data.scales}
-
-
-def _write_log(history: list[dict], out: Path) -> None:
-    atomic_write_csv(out / "log.csv", history)
-    plot_curves([{"epoch": h["epoch"], "train_loss": h["train_loss"], "train_sdf": h["train_sdf"]} for h in history],
-                out / "curves.png", title="DeepSDF training")
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    gen = seed_all(t.seed)
+    task = SDFTask(cfg, data, dist)
+    res = fit(task, out_dir, dist=dist, gen=gen, epochs=t.epochs, batch_size=t.shapes_per_batch, config=cfg,
+              checkpoint_every=t.checkpoint_every, resume=resume, stop_after=stop_after)
+    return SDFTrainResult(res.history, res.last_path, interrupted=res.interrupted)
 
 
 @dataclass

@@ -28,36 +28,42 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import trimesh
 
+from shapes3d.config import option
 from shapes3d.errors import CheckpointError, ConfigError, MissingFileError
-from shapes3d.geometry.normalize import Transform, fit_transform
-from shapes3d.geometry.signed_distance import SIGN_METHODS, signed_distance
 from shapes3d.utils.io import atomic_write
+
+if TYPE_CHECKING:  # trimesh, open3d and scipy load inside the functions: configs load without them
+    import trimesh
+
+    from shapes3d.geometry.normalize import Transform
 
 logger = logging.getLogger(__name__)
 
 _NPZ_KEYS = ("pos", "neg", "offset", "scale", "config", "method", "watertight")
+#: The sign methods of :func:`~shapes3d.geometry.signed_distance.signed_distance` (its ``SIGN_METHODS``, repeated
+#: here so that validating a config does not import open3d; tests/test_sampling.py checks that they agree).
+SIGN_METHODS = ("auto", "parity", "winding")
 
 
 @dataclass(frozen=True)
 class SDFSampleConfig:
-    """Every number of the DeepSDF sampling recipe (defaults reproduce it)."""
+    """How meshes become SDF samples: every number of the DeepSDF sampling recipe (defaults reproduce it).
 
-    n_samples: int = 500_000
-    """Total samples (near-surface + uniform)."""
-    n_uniform: int = 30_000
-    """Samples uniform in the cube ``[-bound, bound]^3`` of the normalised frame."""
-    variances: tuple[float, ...] = (0.005, 0.0005)
-    """Per-coordinate variances of the Gaussian jitter; each surface point is jittered once per entry."""
-    margin: float = 0.03
-    """Normalisation puts the farthest vertex at radius ``1 / (1 + margin)``."""
-    bound: float = 1.0
-    """Half side of the cube the uniform samples fill."""
-    sign_method: str = "auto"
-    """Passed to :func:`~shapes3d.geometry.signed_distance.signed_distance`."""
+    The ``[samples]`` table of a DeepSDF config (``configs/deepsdf.toml``); its fields key the SDF cache entries.
+    """
+
+    n_samples: int = option(500_000, "Samples per shape, near-surface plus uniform.")
+    n_uniform: int = option(30_000, "Samples uniform in the cube [-bound, bound]^3 of the normalised frame.")
+    variances: tuple[float, ...] = option((0.005, 0.0005), "Per-coordinate variances of the surface jitter; each "
+                                                           "surface point is jittered once per entry.")
+    margin: float = option(0.03, "Normalisation puts the farthest vertex at radius 1 / (1 + margin).")
+    bound: float = option(1.0, "Half side of the cube the uniform samples fill.")
+    sign_method: str = option("auto", "Sign of the distance: auto, parity (watertight) or winding (open meshes).")
+    seed: int = option(0, "Seed of the sampling.")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "variances", tuple(float(v) for v in self.variances))
@@ -87,7 +93,10 @@ class SDFSampleConfig:
         return (self.n_samples - self.n_uniform) // max(len(self.variances), 1)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain fields (``variances`` as a list): the sampling task's parameters and the npz ``config``."""
+        d = asdict(self)
+        d["variances"] = list(d["variances"])
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> SDFSampleConfig:
@@ -118,6 +127,8 @@ class SDFSamples:
     @property
     def transform(self) -> Transform:
         """The normalisation as a :class:`~shapes3d.geometry.normalize.Transform`."""
+        from shapes3d.geometry.normalize import Transform
+
         return Transform(tuple(self.offset), self.scale)
 
     def all(self) -> np.ndarray:
@@ -176,18 +187,26 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.rand
     return (1.0 - r1) * a + r1 * (1.0 - r2) * b + r1 * r2 * c
 
 
-def sample_sdf(mesh: trimesh.Trimesh, *, config: SDFSampleConfig = SDFSampleConfig(), seed: int = 0) -> SDFSamples:
+def sample_sdf(mesh: trimesh.Trimesh, *, config: SDFSampleConfig = SDFSampleConfig(),
+               seed: int | None = None) -> SDFSamples:
     """DeepSDF samples of ``mesh``: normalise, jitter surface points, add uniform points, exact SDF.
 
     Returns :class:`SDFSamples` with ``P + Q == config.n_samples`` rows. Deterministic
-    for a given ``seed``. Order inside ``pos``/``neg``: jitter per variance, then uniform.
+    for a given seed (``seed``, else ``config.seed``). Order inside ``pos``/``neg``: jitter
+    per variance, then uniform.
     """
+    import trimesh
+
+    from shapes3d.geometry.normalize import fit_transform
+    from shapes3d.geometry.signed_distance import signed_distance
+
     if not isinstance(mesh, trimesh.Trimesh):
         raise ValueError(f"mesh must be a trimesh.Trimesh, got {type(mesh).__name__}")
     if len(mesh.faces) == 0:
         raise ValueError(f"mesh has no faces ({len(mesh.vertices)} vertices): cannot sample an SDF")
     if not isinstance(config, SDFSampleConfig):
         raise ValueError(f"config must be an SDFSampleConfig, got {type(config).__name__}")
+    seed = config.seed if seed is None else seed
     if int(seed) != seed:
         raise ValueError(f"seed must be an integer, got {seed!r}")
     t = fit_transform(mesh, mode="sphere", margin=config.margin, center="bbox")

@@ -1,21 +1,11 @@
-"""Shape metrics: named Chamfer variants, F-score, normal consistency, IoU, Hausdorff, EMD."""
+"""Shape metrics: named Chamfer variants, F-score, normal consistency, IoU, Hausdorff, EMD.
 
-from shapes3d.metrics.shape import (
-    DEFAULT_THRESHOLDS,
-    chamfer,
-    chamfer_deepsdf,
-    chamfer_l2_mean,
-    emd_approx,
-    fscore,
-    hausdorff,
-    mesh_metrics,
-    nearest_distances,
-    normal_consistency,
-    sample_surface,
-    volumetric_iou,
-)
+A lazy face: names resolve on first use.
+"""
 
-__all__ = [
+from shapes3d.utils.lazy import lazy_face
+
+__getattr__, __dir__, __all__ = lazy_face(__name__, {name: "shapes3d.metrics.shape" for name in (
     "DEFAULT_THRESHOLDS",
     "chamfer",
     "chamfer_deepsdf",
@@ -28,4 +18,4 @@ __all__ = [
     "normal_consistency",
     "sample_surface",
     "volumetric_iou",
-]
+)})

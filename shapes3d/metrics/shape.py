@@ -1,6 +1,6 @@
 """Shape metrics between point clouds, meshes and occupancy grids (numpy + scipy cKDTree).
 
-Chamfer variants are named, never implied (DESIGN.md):
+Chamfer variants are named, never implied (docs/ARCHITECTURE.md):
 
 * :func:`chamfer_deepsdf` — DeepSDF's convention: *squared* nearest-neighbour distances,
   mean per direction, the two means *summed*; DeepSDF reports it on 30 000 surface

@@ -1,9 +1,21 @@
-"""Cameras, CPU mesh renders and the differentiable SDF renderer."""
+"""Cameras, CPU mesh renders, the differentiable SDF renderer and images from renders.
 
-from shapes3d.render.cameras import Camera, cameras_on_sphere
-from shapes3d.render.mesh import MeshRenders, MeshScene, render_mesh
-from shapes3d.render.sdf_render import SDFRenders, render_sdf, shade_by_differences
-from shapes3d.render.sheet import contact_sheet, depth_to_image
+A lazy face: ``import shapes3d.render`` imports neither torch nor open3d; the first name read does.
+"""
 
-__all__ = ["Camera", "cameras_on_sphere", "MeshRenders", "MeshScene", "render_mesh", "SDFRenders", "render_sdf",
-           "shade_by_differences", "contact_sheet", "depth_to_image"]
+from shapes3d.utils.lazy import lazy_face
+
+__getattr__, __dir__, __all__ = lazy_face(__name__, {
+    "Camera": "shapes3d.render.cameras",
+    "cameras_on_sphere": "shapes3d.render.cameras",
+    "MeshRenders": "shapes3d.render.mesh",
+    "MeshScene": "shapes3d.render.mesh",
+    "render_mesh": "shapes3d.render.mesh",
+    "SDFRenders": "shapes3d.render.sdf_render",
+    "render_sdf": "shapes3d.render.sdf_render",
+    "shade_by_differences": "shapes3d.render.sdf_render",
+    "contact_sheet": "shapes3d.render.sheet",
+    "depth_to_image": "shapes3d.render.sheet",
+    "render_rows": "shapes3d.render.images",
+    "read_image": "shapes3d.render.images",
+})

@@ -1,15 +1,27 @@
-"""Images of shapes for people and for 2D losses: one row of views per mode, from a mesh or an SDF; image files in.
+"""Images of shapes for people and for 2D losses: one row of views per mode, from a mesh or an SDF; image files
+in and out; contact sheets of labelled rows.
 
 A *row* is a numpy array (V, H, W) or (V, H, W, 3) in [0, 1], one image per camera; contact sheets stack rows.
-Cameras for sheets sit on a sphere around the unit-sphere frame that shapes are normalised to.
+A *labelled row* is ``(label, row)``; the label captions the row's first image. Cameras for sheets sit on a
+sphere around the unit-sphere frame that shapes are normalised to.
+
+Imports of torch, trimesh and the renderers happen inside the functions: the CLI imports :data:`MODES` at start-up.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
+
+#: A caption and one (V, H, W[, 3]) row of images in [0, 1].
+LabelledRow = tuple[str, np.ndarray]
 
 #: The image kinds of a sheet row: Lambert shading, depth, normals as RGB, silhouette (dark inside).
 MODES = ("shaded", "depth", "normals", "silhouette")
@@ -81,8 +93,6 @@ def render_code_rows(decoder, code, *, views: int, elevations, size: int, up: st
 
 def read_image(spec: str):
     """A path or ``skimage:NAME`` -> numpy image."""
-    import numpy as np
-
     from shapes3d.errors import InputFileError, MissingFileError
 
     if spec.startswith("skimage:"):
@@ -106,6 +116,8 @@ def read_image(spec: str):
 
 def to_image_tensor(array: np.ndarray, size: int) -> torch.Tensor:
     """(H, W) or (H, W, 3|4) uint8/float image -> (1, 3, H', W') in [0, 1], longer side resized to ``size``."""
+    import torch
+
     a = np.asarray(array)
     a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
     if a.ndim == 2:
@@ -116,3 +128,79 @@ def to_image_tensor(array: np.ndarray, size: int) -> torch.Tensor:
     scale = size / max(h, w)
     new = (max(int(round(h * scale)), 16), max(int(round(w * scale)), 16))
     return torch.nn.functional.interpolate(t, size=new, mode="area" if scale < 1 else "bilinear").clamp(0, 1)
+
+
+def write_image(path: str | Path, image) -> Path:
+    """An image in [0, 1] as an 8-bit PNG, atomically: a torch tensor (1, 3, H, W) or (3, H, W) (channels first),
+    or a numpy array (H, W) or (H, W, 3) (channels last)."""
+    from PIL import Image
+
+    from shapes3d.utils.io import atomic_write
+
+    if hasattr(image, "detach"):  # torch: channels first
+        a = image.detach().cpu().numpy()
+        a = np.moveaxis(a[0] if a.ndim == 4 else a, 0, -1)
+    else:
+        a = np.asarray(image)
+    a = (np.clip(a, 0.0, 1.0) * 255).round().astype(np.uint8)
+    with atomic_write(path, "wb") as f:
+        Image.fromarray(a).save(f, format="PNG")
+    return Path(path)
+
+
+def label_rows(name: str, modes: Sequence[str], rows: Sequence[np.ndarray]) -> list[LabelledRow]:
+    """One labelled row ``"NAME MODE"`` per mode."""
+    return [(f"{name} {mode}", row) for mode, row in zip(modes, rows)]
+
+
+def write_sheet(rows: Sequence[LabelledRow], path: str | Path, *, cols: int | None = None,
+                title: str | None = None) -> Path:
+    """Labelled rows -> one PNG contact sheet (grey rows as RGB), ``cols`` tiles per line (default: one line per
+    row, one column per view); each label captions its row's first image."""
+    from shapes3d.render.sheet import contact_sheet
+
+    images = np.concatenate([np.repeat(r[..., None], 3, -1) if r.ndim == 3 else r for _, r in rows])
+    labels = [text for label, r in rows for text in [label] + [""] * (len(r) - 1)]
+    contact_sheet(images, path, cols=cols or len(rows[0][1]), labels=labels, title=title)
+    return Path(path)
+
+
+@dataclass
+class SheetResult:
+    """What :func:`mesh_sheet` drew: the PNG, its rows x views, and the inputs it skipped (one reason each)."""
+
+    path: Path
+    rows: int
+    views: int
+    skipped: list[str] = field(default_factory=list)
+
+
+def mesh_sheet(paths: Sequence[str | Path], out: str | Path, *, views: int = 6, elevations=(25.0,), size: int = 128,
+               up: str = "z", modes: Sequence[str] = ("shaded",),
+               other_rows: Callable[[Path], list[LabelledRow]] | None = None) -> SheetResult:
+    """A contact sheet of meshes (CPU ray casting), one row per input and mode, one column per view, as ``out``.
+
+    Unreadable meshes are skipped (listed in the result). ``other_rows``: labelled rows for inputs that are not
+    meshes (``.pt`` files, e.g. the shapes of a DeepSDF checkpoint), in input order.
+    """
+    from shapes3d.errors import Shapes3DError
+    from shapes3d.geometry.io import load_mesh
+    from shapes3d.utils.progress import progress
+
+    rows: list[LabelledRow] = []
+    skipped = []
+    for path in progress([Path(p) for p in paths], desc="render", unit="input"):
+        if other_rows is not None and path.suffix.lower() == ".pt":
+            rows += other_rows(path)
+            continue
+        try:
+            mesh = load_mesh(path)
+        except Shapes3DError as e:
+            skipped.append(str(e))
+            continue
+        rows += label_rows(path.stem, modes, render_rows(mesh, views=views, elevations=elevations, size=size, up=up,
+                                                         modes=modes))
+    if not rows:
+        raise Shapes3DError("nothing to render: every input was skipped" + "".join(f"\n  skipped: {r}" for r in skipped))
+    write_sheet(rows, out)
+    return SheetResult(Path(out), len(rows), len(rows[0][1]), skipped)

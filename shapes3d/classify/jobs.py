@@ -1,0 +1,199 @@
+"""Classification jobs: train, evaluate, predict, filters. Each writes its files and returns a result.
+
+These are what ``shapes3d classify ...`` runs; the CLI only parses arguments and prints
+the results. ``data`` arguments are a dataset folder (ModelNet-style, discovered) or a
+manifest CSV; ``cache`` is the content-keyed voxel cache (default
+:func:`~shapes3d.engine.jobs.default_cache_dir` ``("voxels")``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from shapes3d.classify import evaluation, trainer
+from shapes3d.classify.config import ClassifyConfig
+from shapes3d.config import load_config
+from shapes3d.data.cache import load_cached
+from shapes3d.data.preprocess import run_preprocess
+from shapes3d.data.tasks import VOXELS_VERSION, voxel_task
+from shapes3d.data.voxel_dataset import build_voxel_set
+from shapes3d.engine.distributed import main_process_first
+from shapes3d.engine.jobs import default_cache_dir, expand_shape_paths, load_manifest
+from shapes3d.engine.plots import plot_filters
+from shapes3d.errors import Shapes3DError
+from shapes3d.utils.io import atomic_write_text
+from shapes3d.utils.progress import progress
+
+log = logging.getLogger(__name__)
+PathLike = str | os.PathLike
+Skipped = list[tuple[Path, str]]
+
+
+def _cache(cache: PathLike | None) -> Path:
+    return default_cache_dir("voxels") if cache is None else Path(cache)
+
+
+@dataclass
+class TrainJobResult:
+    """What :func:`train` wrote (``best.pt``, ``last.pt``, ``log.csv``, ``curves.png``, ``config.toml`` in ``out``)."""
+
+    out: Path
+    best_val_acc: float
+    history: list[dict]
+    best_path: Path
+    last_path: Path
+    n_shapes: int
+    classes: list[str]
+    skipped: Skipped = field(default_factory=list)  # training files that could not be voxelized
+    interrupted: str | None = None  # name of the signal that stopped training early (position saved)
+
+    @property
+    def log_path(self) -> Path:
+        return self.out / "log.csv"
+
+    @property
+    def curves_path(self) -> Path:
+        return self.out / "curves.png"
+
+
+def train(cfg: ClassifyConfig | PathLike, data: PathLike, out: PathLike, *, cache: PathLike | None = None,
+          split: str = "train", resume: bool = False, stop_after: int | None = None) -> TrainJobResult:
+    """Voxelize the ``split`` of ``data`` (all shapes if it has none) through the cache, then train VoxNet.
+
+    ``cfg`` is a config or a TOML file. Under ``torchrun`` rank 0 fills the cache first and
+    the other ranks read it. See :func:`shapes3d.classify.trainer.train` for ``resume`` and
+    ``stop_after``.
+    """
+    cfg = cfg if isinstance(cfg, ClassifyConfig) else load_config(ClassifyConfig, cfg)
+    manifest = load_manifest(data)
+    entries = manifest.filter(split=split).entries or manifest.entries
+    with main_process_first():
+        voxels, _ = build_voxel_set(entries, cfg.data, cache_dir=_cache(cache), workers=cfg.train.workers,
+                                    desc=f"voxelize {split}")
+    log.info("train set: %d shapes, %d classes; %d skipped", len(voxels), len(voxels.classes), len(voxels.skipped))
+    res = trainer.train(cfg, voxels, out, resume=resume, stop_after=stop_after)
+    return TrainJobResult(Path(out), res.best_val_acc, res.history, res.best_path, res.last_path, len(voxels),
+                          list(voxels.classes), list(voxels.skipped), res.interrupted)
+
+
+@dataclass
+class EvaluateResult:
+    """Metrics of :func:`evaluate` (as in ``metrics.json``) and the files it wrote."""
+
+    metrics: dict
+    out: Path
+    skipped: Skipped = field(default_factory=list)  # test files not evaluated (failed, or unknown class)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.json"
+
+    @property
+    def confusion_path(self) -> Path:
+        return self.out / "confusion.png"
+
+
+def evaluate(checkpoint: PathLike, data: PathLike, *, out: PathLike | None = None, split: str = "test",
+             cache: PathLike | None = None, vote: bool | None = None, mirror_vote: bool | None = None,
+             workers: int = 1) -> EvaluateResult:
+    """Accuracy, per-class table and confusion matrix of a checkpoint on the ``split`` of ``data``.
+
+    Writes ``metrics.json`` and ``confusion.png`` into ``out`` (default: ``eval-SPLIT`` beside
+    the checkpoint). ``vote`` / ``mirror_vote`` default to the checkpoint's config; ``workers``
+    processes voxelize shapes missing from the cache.
+    """
+    checkpoint = Path(checkpoint)
+    model, cfg, classes = evaluation.load_classifier(checkpoint)
+    entries = load_manifest(data).filter(split=split).entries
+    if not entries:
+        raise Shapes3DError(f"{data}: no shapes in split {split!r}")
+    test_set, _ = build_voxel_set(entries, cfg.data, cache_dir=_cache(cache), classes=classes, workers=workers,
+                                  desc=f"voxelize {split}")
+    out = Path(out) if out is not None else checkpoint.parent / f"eval-{split}"
+    metrics = evaluation.evaluate(model, cfg, test_set, out, vote=vote, mirror_vote=mirror_vote)
+    return EvaluateResult(metrics, out, list(test_set.skipped))
+
+
+@dataclass
+class PredictResult:
+    """Top-k classes per input file of :func:`predict`, the inputs skipped, and the JSON written (if any)."""
+
+    predictions: list[tuple[Path, list[tuple[str, float]]]]
+    skipped: Skipped = field(default_factory=list)
+    json_path: Path | None = None
+
+
+def predict(checkpoint: PathLike, paths: Sequence[PathLike] | PathLike, *, top_k: int = 3,
+            cache: PathLike | None = None, out: PathLike | None = None, device: str = "auto") -> PredictResult:
+    """Classify mesh and point-cloud files (folders: every such file below them, recursively).
+
+    A batch job: a file that cannot be read or voxelized is reported in ``skipped`` and the
+    others go on. The voxel grids are computed directly, or read from / written to ``cache``
+    when one is given. ``out`` also writes the predictions as JSON.
+    """
+    model, cfg, classes = evaluation.load_classifier(checkpoint, device=device)
+    dev = next(model.parameters()).device
+    params = dataclasses.asdict(cfg.data)
+    if not cfg.vote:
+        params["rotations"] = 1
+    files = expand_shape_paths(paths)
+    grids_of = _cached_grids(files, params, cache) if cache is not None else _computed_grids(files, params)
+    predictions, skipped = [], []
+    for path, grids in grids_of:
+        if isinstance(grids, str):
+            skipped.append((path, grids))
+            continue
+        p = evaluation.predict_proba(model, grids[None], vote=cfg.vote, device=dev, up_axis=cfg.data.up_axis,
+                                     mirror_vote=cfg.mirror_vote)[0]
+        order = np.argsort(-p)[:top_k]
+        predictions.append((path, [(classes[i], float(p[i])) for i in order]))
+    json_path = Path(out) if out is not None else None
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps({"predictions": [{"path": str(p), "top": t} for p, t in predictions],
+                                                 "skipped": [[str(p), r] for p, r in skipped]}, indent=2))
+    return PredictResult(predictions, skipped, json_path)
+
+
+def _computed_grids(files: list[Path], params: dict):
+    """(path, occupancy (K, R, R, R) or the reason it failed) per file, voxelized here."""
+    for path in progress(files, desc="predict", unit="shape"):
+        try:
+            yield path, voxel_task(path, **params)["occupancy"]
+        except Shapes3DError as e:
+            yield path, str(e)
+
+
+def _cached_grids(files: list[Path], params: dict, cache: PathLike):
+    """As :func:`_computed_grids`, through the voxel cache (one preprocessing pass first)."""
+    report = run_preprocess(files, voxel_task, params=params, cache_dir=cache, desc="voxelize",
+                            version=VOXELS_VERSION)
+    reasons = {Path(p): r for p, r in report.skipped}
+    for path in files:
+        loc = report.results.get(path)
+        yield path, load_cached(loc)["occupancy"] if loc is not None else reasons.get(path, "not voxelized")
+
+
+@dataclass
+class FiltersResult:
+    """The PNG :func:`filters` wrote and how many first-layer filters it shows."""
+
+    path: Path
+    n_filters: int
+
+
+def filters(checkpoint: PathLike, *, out: PathLike | None = None) -> FiltersResult:
+    """Draw each first-layer 5^3 filter as a row of its depth slices (default ``filters.png`` beside the checkpoint)."""
+    checkpoint = Path(checkpoint)
+    model, _, _ = evaluation.load_classifier(checkpoint, device="cpu")
+    path = Path(out) if out is not None else checkpoint.parent / "filters.png"
+    weights = model.first_layer_filters.numpy()
+    plot_filters(weights, path, title=f"first-layer filters of {checkpoint.name}")
+    return FiltersResult(path, int(weights.shape[0]))

@@ -1,0 +1,314 @@
+"""The DeepSDF jobs as functions: train, fit, interpolate, extract, evaluate, and the rows ``render`` draws.
+
+Each job takes paths and options, returns a result dataclass and writes exactly the files its
+``shapes3d sdf`` command writes (atomically; names taken from shapes or files go through
+:func:`~shapes3d.utils.io.safe_child`). The jobs on multi-view renders (``fit_views``, ``stylize``)
+live in :mod:`shapes3d.deepsdf.view_jobs`. Nothing here prints; the CLI reports the results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from shapes3d.deepsdf.codes import code_or_none, save_code, shape_code
+from shapes3d.deepsdf.config import DeepSDFConfig
+from shapes3d.deepsdf.fitting import FitResult, crop_observation, fit_code, fit_options, interpolate_codes
+from shapes3d.deepsdf.reconstruction import depth_view_observation, extract_shape, reconstruction_metrics
+from shapes3d.deepsdf.trainer import SDFTrainResult, load_deepsdf
+from shapes3d.engine.jobs import default_cache_dir, load_manifest
+from shapes3d.errors import Shapes3DError
+from shapes3d.utils.io import atomic_write_csv, atomic_write_text, safe_child
+from shapes3d.utils.progress import progress
+
+if TYPE_CHECKING:
+    from shapes3d.data.preprocess import PreprocessReport
+    from shapes3d.render.images import LabelledRow
+
+log = logging.getLogger(__name__)
+
+PARTIAL = ("none", "depth", "crop")
+#: The camera of the depth view that ``fit(partial="depth"|"crop")`` observes a mesh from (unit-sphere frame).
+DEPTH_CAMERA = (0.0, -2.5, 1.0)
+
+
+# ----------------------------------------------------------------------------- train
+@dataclass
+class TrainJobResult:
+    """Shapes trained on, the sampling report (computed, cached, skipped files), the training loop's result."""
+
+    shapes: int
+    sampling: PreprocessReport
+    training: SDFTrainResult
+    main: bool  #: this is rank 0 (under torchrun only rank 0 writes and reports)
+
+
+def _entries(data, split: str | None) -> Sequence:
+    """A dataset folder, manifest CSV or Manifest -> its entries of ``split`` (all when it has none); a sequence
+    of entries or mesh paths is used as it is."""
+    from shapes3d.data.discovery import Manifest
+
+    if isinstance(data, (str, os.PathLike)):
+        data = load_manifest(data)
+    if isinstance(data, Manifest):
+        return (data.filter(split=split).entries if split else None) or data.entries
+    return list(data)
+
+
+def train(cfg: DeepSDFConfig, data, out: str | Path, *, cache: str | Path | None = None, split: str | None = "train",
+          resume: bool = False, stop_after: int | None = None, workers: int = 1,
+          on_sampled: Callable[[int, PreprocessReport], None] | None = None) -> TrainJobResult:
+    """Sample every mesh of ``data`` (folder, manifest CSV, Manifest or mesh paths) through the SDF cache, then
+    train decoder and codes (:func:`shapes3d.deepsdf.trainer.train`: ``last.pt``, ``log.csv``, ``curves.png``,
+    ``config.toml`` in ``out``).
+
+    ``cache``: the SDF sample cache (default ``default_cache_dir("sdf")`` of :mod:`shapes3d.engine.jobs`). ``on_sampled(shapes, report)`` is called
+    on rank 0 once the samples are ready, before training starts. Under torchrun rank 0 samples the meshes and the
+    other ranks read its cache.
+    """
+    from shapes3d.data.sdf_dataset import build_sdf_dataset
+    from shapes3d.deepsdf.trainer import train as train_loop
+    from shapes3d.engine.distributed import is_main_process, main_process_first
+
+    entries = _entries(data, split)
+    main = is_main_process()
+    with main_process_first():
+        dataset, report = build_sdf_dataset(entries, cfg.samples, cache_dir=cache or default_cache_dir("sdf"),
+                                            workers=workers)
+    if main and on_sampled is not None:
+        on_sampled(len(dataset), report)
+    result = train_loop(cfg, dataset, out, resume=resume, stop_after=stop_after)
+    return TrainJobResult(len(dataset), report, result, main)
+
+
+# ----------------------------------------------------------------------------- fit
+@dataclass
+class FitJobResult:
+    """The fitted code and its files: ``code_path`` always; ``mesh_path`` and ``metrics`` (vs the input mesh, in
+    the unit-sphere frame) unless the code has no surface, then ``reason`` says why."""
+
+    label: str
+    fit: FitResult
+    code_path: Path
+    mesh_path: Path | None = None
+    metrics: dict | None = None
+    reason: str = ""
+
+
+def _partial_observation(mesh, transform, partial: str, *, seed: int):
+    """One depth view of ``mesh`` (normalised by ``transform``), optionally cropped to the half z >= 0."""
+    import trimesh
+
+    unit = trimesh.Trimesh(transform.apply(mesh.vertices), mesh.faces, process=False)
+    obs = depth_view_observation(unit, camera_position=DEPTH_CAMERA, seed=seed)
+    if partial == "crop":
+        obs = crop_observation(obs.points[obs.sdf == 0], DEPTH_CAMERA, plane_normal=(0, 0, 1), plane_offset=0.0,
+                               seed=seed)
+    return obs
+
+
+def fit(checkpoint: str | Path, mesh: str | Path, *, partial: str = "none", out: str | Path | None = None,
+        resolution: int = 128, overrides: Sequence[str] = ()) -> FitJobResult:
+    """Fit a code to ``mesh`` with the decoder frozen: from its full SDF samples, one depth view (``depth``) or
+    a cropped one (``crop``). The objective is the checkpoint's (``train.clamp``, ``train.code_reg``) with its
+    ``[fit]`` settings; ``overrides`` (``key=value``) change the checkpoint's config for this fit.
+
+    Writes ``LABEL.pt`` (the code file), ``LABEL.ply`` and ``LABEL.json`` (metrics) into ``out`` (default:
+    ``fits/`` beside the checkpoint); LABEL is the mesh's stem, plus ``-depth``/``-crop`` for partial fits.
+    """
+    from shapes3d.config import apply_overrides
+    from shapes3d.geometry.export import export_mesh
+    from shapes3d.geometry.io import load_mesh
+    from shapes3d.geometry.normalize import Transform
+    from shapes3d.geometry.sampling import sample_sdf
+
+    if partial not in PARTIAL:
+        raise ValueError(f"partial must be one of {PARTIAL}, got {partial!r}")
+    checkpoint, mesh = Path(checkpoint), Path(mesh)
+    model = load_deepsdf(checkpoint)
+    cfg = apply_overrides(model.config, overrides)
+    gt = load_mesh(mesh)
+    samples = sample_sdf(gt, config=cfg.samples)  # normalised as the training shapes were
+    t = Transform(tuple(samples.offset.tolist()), float(samples.scale))
+    obs = samples if partial == "none" else _partial_observation(gt, t, partial, seed=cfg.fit.seed)
+    res = fit_code(model.decoder, obs, **fit_options(cfg))
+    out = Path(out) if out is not None else checkpoint.parent / "fits"
+    label = f"{mesh.stem}-{partial}" if partial != "none" else mesh.stem
+    code_path = save_code(safe_child(out, f"{label}.pt", what="shape name"), res.code, t, loss=res.loss,
+                          source=str(mesh), partial=partial)
+    result = FitJobResult(label, res, code_path)
+    ext = extract_shape(model.decoder, res.code.detach(), resolution=resolution, transform=t)
+    if ext.empty:
+        result.reason = ext.reason
+        return result
+    result.mesh_path = export_mesh(ext.mesh, safe_child(out, f"{label}.ply", what="shape name"))
+    result.metrics = reconstruction_metrics(ext.mesh, gt, t)
+    atomic_write_text(safe_child(out, f"{label}.json", what="shape name"), json.dumps(result.metrics, indent=2))
+    return result
+
+
+# ----------------------------------------------------------------------------- interpolate
+@dataclass
+class InterpolateResult:
+    """The strip image, one mesh path per step (None where the code has no surface), the endpoints' labels."""
+
+    out: Path
+    strip: Path
+    meshes: list[Path | None]
+    labels: tuple[str, str]
+
+    @property
+    def n_meshes(self) -> int:
+        return sum(p is not None for p in self.meshes)
+
+
+def interpolate(checkpoint: str | Path, a: str, b: str, *, steps: int = 5, mode: str = "slerp",
+                resolution: int = 96, out: str | Path | None = None) -> InterpolateResult:
+    """Walk from code ``a`` to code ``b`` (training shape names or indices, or code files) in ``steps`` steps,
+    ``linear`` or ``slerp``; writes ``stepKK.ply`` per step with a surface and ``strip.png`` (one shaded view
+    per step) into ``out`` (default: ``interp-A-B/`` beside the checkpoint). Meshes stay in the decoder's frame."""
+    from shapes3d.geometry.export import export_mesh
+    from shapes3d.render.images import render_rows, write_sheet
+
+    checkpoint = Path(checkpoint)
+    model = load_deepsdf(checkpoint)
+    la, za, _ = shape_code(model, str(a))
+    lb, zb, _ = shape_code(model, str(b))
+    out = Path(out) if out is not None else safe_child(checkpoint.parent, f"interp-{la}-{lb}", what="shape names")
+    tiles, meshes = [], []
+    for k, z in enumerate(interpolate_codes(za, zb, steps, mode=mode)):
+        res = extract_shape(model.decoder, z, resolution=resolution, transform=None)
+        label = f"t={k / (steps - 1):.2f}"
+        if res.empty:
+            meshes.append(None)
+            tiles.append((label, np.ones((1, 96, 96))))
+            continue
+        meshes.append(export_mesh(res.mesh, out / f"step{k:02d}.ply"))
+        tiles.append((label, render_rows(res.mesh, views=1, elevations=[25.0], size=96, up="z", modes=["shaded"])[0]))
+    strip = write_sheet(tiles, out / "strip.png", cols=steps)
+    return InterpolateResult(out, strip, meshes, (la, lb))
+
+
+# ----------------------------------------------------------------------------- extract
+@dataclass
+class ExtractedShape:
+    """One extracted code: the mesh file (None when there is no surface; ``reason`` says why) and its cost."""
+
+    label: str
+    path: Path | None
+    faces: int
+    n_evaluated: int
+    seconds: float
+    reason: str = ""
+
+
+@dataclass
+class ExtractResult:
+    out: Path
+    shapes: list[ExtractedShape] = field(default_factory=list)
+
+
+def extract(checkpoint: str | Path, shapes: Sequence[str] = (), *, resolution: int = 128,
+            mode: str = "coarse_to_fine", format: str = "ply", out: str | Path | None = None) -> ExtractResult:
+    """Marching cubes of training shapes (names or indices; default all) or code files, mapped back to their
+    meshes' coordinates; writes ``LABEL.FORMAT`` (ply, obj or off) into ``out`` (default: ``meshes/`` beside
+    the checkpoint)."""
+    from shapes3d.geometry.export import export_mesh
+
+    checkpoint = Path(checkpoint)
+    model = load_deepsdf(checkpoint)
+    result = ExtractResult(Path(out) if out is not None else checkpoint.parent / "meshes")
+    specs = list(shapes) or [str(k) for k in range(len(model.names))]
+    for spec in progress(specs, desc="extract", unit="shape"):
+        label, code, t = shape_code(model, str(spec))
+        res = extract_shape(model.decoder, code_or_none(code), resolution=resolution, transform=t, mode=mode)
+        path = None
+        if not res.empty:
+            path = export_mesh(res.mesh, safe_child(result.out, f"{label}.{format}", what="shape name"))
+        result.shapes.append(ExtractedShape(label, path, len(res.mesh.faces), res.n_evaluated, res.seconds,
+                                            res.reason if res.empty else ""))
+    return result
+
+
+# ----------------------------------------------------------------------------- evaluate
+@dataclass
+class EvaluateResult:
+    """Per-shape scalar metrics (``metrics.csv``; ``labels`` name the rows), their ``summary`` (``summary.json``:
+    mean, median and count per metric, ``n``, ``skipped``) and the shapes that could not be evaluated."""
+
+    out: Path
+    rows: list[dict]
+    labels: list[str]
+    summary: dict
+    skipped: list[tuple[str, str]]
+
+
+def evaluate(checkpoint: str | Path, *, resolution: int = 128, points: int = 30000, limit: int | None = None,
+             out: str | Path | None = None) -> EvaluateResult:
+    """Extract the training shapes (the first ``limit``) and compare each with its source mesh in the unit-sphere
+    frame (Chamfer as DeepSDF reports it, also x10^3; F-score; normal consistency; IoU), on ``points`` surface
+    points; writes ``metrics.csv`` and ``summary.json`` into ``out`` (default: ``evaluate/`` beside the checkpoint).
+    """
+    from shapes3d.geometry.io import load_mesh
+
+    checkpoint = Path(checkpoint)
+    model = load_deepsdf(checkpoint)
+    out = Path(out) if out is not None else checkpoint.parent / "evaluate"
+    rows, labels, skipped = [], [], []
+    for k, name in enumerate(progress(model.names[:limit], desc="evaluate", unit="shape")):
+        label, code, t = shape_code(model, str(k))
+        try:
+            gt = load_mesh(name)
+        except Shapes3DError as e:
+            skipped.append((name, str(e)))
+            continue
+        res = extract_shape(model.decoder, code_or_none(code), resolution=resolution, transform=t)
+        if res.empty:
+            skipped.append((name, f"reconstruction has no surface ({res.reason})"))
+            continue
+        m = reconstruction_metrics(res.mesh, gt, t, n_points=points)
+        rows.append({"shape": name, **{key: v for key, v in m.items() if np.isscalar(v)}})
+        labels.append(label)
+    if not rows:
+        raise Shapes3DError("no shape could be evaluated")
+    summary = _summary(rows, skipped)
+    atomic_write_csv(out / "metrics.csv", rows)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    return EvaluateResult(out, rows, labels, summary, skipped)
+
+
+def _summary(rows: list[dict], skipped: list[tuple[str, str]]) -> dict:
+    summary: dict = {}
+    for key in (k for k in rows[0] if k != "shape"):
+        vals = np.asarray([r[key] for r in rows], dtype=float)
+        vals = vals[np.isfinite(vals)]  # IoU is NaN for reconstructions that are not watertight
+        summary[key] = {"mean": float(vals.mean()) if len(vals) else None,
+                        "median": float(np.median(vals)) if len(vals) else None, "n": int(len(vals))}
+    summary["n"] = len(rows)
+    summary["skipped"] = [[p, r] for p, r in skipped]
+    return summary
+
+
+# ----------------------------------------------------------------------------- render
+def render_codes(checkpoint: str | Path, specs: Sequence[str], *, views: int = 6, elevations=(25.0,),
+                 size: int = 128, up: str = "z", modes: Sequence[str] = ("shaded",)) -> list[LabelledRow]:
+    """Sphere-traced rows of a checkpoint's shapes (training shape names or indices, or code files): one labelled
+    row ``"LABEL MODE"`` (V, H, W[, 3]) per shape and mode, for :func:`shapes3d.render.images.write_sheet`."""
+    from shapes3d.render.images import label_rows, render_code_rows
+
+    if not specs:
+        raise ValueError("render_codes needs at least one shape or code file")
+    model = load_deepsdf(checkpoint)
+    rows: list[LabelledRow] = []
+    for spec in specs:
+        label, code, _ = shape_code(model, str(spec))
+        rows += label_rows(label, modes, render_code_rows(model.decoder, code_or_none(code), views=views,
+                                                          elevations=elevations, size=size, up=up, modes=modes))
+    return rows
