@@ -58,9 +58,57 @@ class DegenerateMeshError(InputFileError):
     """Every face is degenerate (zero area or repeated vertices)."""
 
 
+class DegenerateGeometryError(InputFileError, ValueError):
+    """The geometry has zero extent (all points or vertices coincide): it cannot be normalised.
+
+    Raised where the file is not known (e.g. :func:`~shapes3d.geometry.normalize.normalize`) with
+    ``path="input"``; callers that know the file re-raise it with :meth:`for_path`. Also a
+    ``ValueError`` for code that caught the bare ``ValueError`` this used to be.
+    """
+
+    def __init__(self, path: str | os.PathLike = "input", problem: str = "all points coincide (zero extent)") -> None:
+        super().__init__(path, problem)
+
+    def for_path(self, path: str | os.PathLike) -> DegenerateGeometryError:
+        """The same problem, naming ``path`` (a no-op when it already names a file)."""
+        return self if self.path != "input" else DegenerateGeometryError(path, self.problem)
+
+
+class TooLargeError(InputFileError):
+    """A compressed input would decompress to more than the configured limit (a decompression bomb).
+
+    The limit is :data:`shapes3d.geometry.limits.MAX_UNCOMPRESSED_BYTES`, overridable with the
+    ``SHAPES3D_MAX_UNCOMPRESSED`` environment variable.
+    """
+
+
 class CheckpointError(InputFileError):
     """A checkpoint or cache file is missing keys, truncated, corrupted or unsafe."""
 
 
 class WeightsNotFoundError(Shapes3DError):
     """No pretrained weights were found in any of the searched places."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A long run stopped on SIGINT or SIGTERM after cleaning up (workers stopped, caches consistent).
+
+    ``signal_name`` is ``"SIGINT"`` or ``"SIGTERM"``; :attr:`exit_code` is the shell convention
+    (128 + signal number: 130, 143); ``partial`` is what the run had finished (e.g. the
+    :class:`~shapes3d.data.preprocess.PreprocessReport` so far), or None. Work already finished
+    is kept, so running the same command again resumes.
+
+    Deliberately a ``KeyboardInterrupt`` (a ``BaseException``), not a :class:`Shapes3DError`: like
+    Ctrl-C it must pass through ``except Exception`` handlers (one bad file must not swallow
+    the request to stop), and a caller that only knows ``KeyboardInterrupt`` still stops cleanly.
+    """
+
+    def __init__(self, signal_name: str, detail: str = "", partial: object = None) -> None:
+        import signal as _signal
+
+        self.signal_name = signal_name
+        self.signum = int(getattr(_signal, signal_name, 0))
+        self.exit_code = 128 + self.signum if self.signum else 130
+        self.detail = detail
+        self.partial = partial
+        super().__init__(f"interrupted by {signal_name}" + (f": {detail}" if detail else ""))

@@ -186,3 +186,13 @@ def test_expand_shape_paths_skips_hidden_entries_inside_the_folder_only(tmp_path
         (root / rel).write_text("")
     assert expand_shape_paths(root) == [root / "a" / "y.ply", root / "b" / "x.off"]
     assert expand_shape_paths([root / "a/notes.md", root / "b"]) == [root / "a/notes.md", root / "b" / "x.off"]
+
+
+def test_a_killed_runs_temporary_files_are_removed_on_start(tmp_path):
+    """A SIGKILL between writing and renaming leaves ``.last.pt.XXXX.tmp``; the next start removes it."""
+    stale = tmp_path / ".last.pt.abcd1234.tmp"
+    stale.write_bytes(b"")
+    keep = tmp_path / "notes.tmp"
+    keep.write_text("not ours")
+    _fit(tmp_path, epochs=1)
+    assert not stale.exists() and keep.exists() and (tmp_path / "last.pt").exists()

@@ -67,6 +67,7 @@ def test_cli_style_shape_reports_a_bad_style_image_and_a_bad_config_key(tmp_path
     bad = tmp_path / "x.png"
     bad.write_bytes(b"not a png")
     ck = tmp_path / "model.pt"
+    ck.write_bytes(b"never read: the image and the config are checked before the checkpoint is loaded")
     assert main(["style", "shape", str(ck), "--shape", "0", "--style", str(bad), "--out", str(tmp_path)]) == 2
     assert f"error: {bad}: not a readable image" in capsys.readouterr().err
     assert main(["style", "shape", str(ck), "--shape", "0", "--style", "skimage:brick", "--set",

@@ -12,6 +12,7 @@ from shapes3d.cli.common import (
     config_help,
     print_skipped,
     report_interrupted,
+    require_inputs,
     resolve_config,
 )
 
@@ -65,6 +66,7 @@ def register(sub) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    require_inputs(args.data)
     from shapes3d.classify.jobs import train
     from shapes3d.engine.distributed import is_main_process
 
@@ -84,6 +86,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    require_inputs(args.checkpoint, args.data)
     from shapes3d.classify.jobs import evaluate
 
     res = evaluate(args.checkpoint, args.data, out=args.out, split=args.split, cache=args.cache,
@@ -102,6 +105,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    require_inputs(args.checkpoint)
     from shapes3d.classify.jobs import predict
 
     res = predict(args.checkpoint, args.paths, top_k=args.top_k, out=args.json)
@@ -112,6 +116,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_filters(args: argparse.Namespace) -> int:
+    require_inputs(args.checkpoint)
     from shapes3d.classify.jobs import filters
 
     res = filters(args.checkpoint, out=args.out)

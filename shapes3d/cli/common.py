@@ -9,15 +9,18 @@ from pathlib import Path
 from shapes3d.config import config_to_toml, describe_config, load_config, locate_config
 from shapes3d.utils.io import atomic_write_text
 
-#: Content-keyed caches (voxels, SDF samples) are shared across runs: $SHAPES3D_CACHE or ~/.cache/shapes3d.
+#: Content-keyed caches (voxels, SDF samples) are shared across runs: $SHAPES3D_CACHE or ~/.cache/shapes3d
+#: (the same rule as :func:`shapes3d.engine.jobs.default_cache_dir`, read here without importing the engine).
 DEFAULT_CACHE = Path(os.environ.get("SHAPES3D_CACHE", Path.home() / ".cache" / "shapes3d"))
 
 
-def load_manifest(path: Path, layout: str = "auto"):
-    """A manifest CSV, or the shapes discovered in a dataset folder."""
-    from shapes3d.data.discovery import discover, load_csv
+def require_inputs(*paths: Path | None) -> None:
+    """Fail fast, before any heavy import, on an input file or folder that does not exist (None is skipped)."""
+    from shapes3d.errors import MissingFileError
 
-    return load_csv(path) if path.suffix.lower() == ".csv" else discover(path, layout=layout)
+    for path in paths:
+        if path is not None and not Path(path).exists():
+            raise MissingFileError(path)
 
 
 def add_config_args(parser: argparse.ArgumentParser, default: str | None) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 from shapes3d.cli.common import (
     add_config_args,
     config_help,
-    load_manifest,
     print_skipped,
+    require_inputs,
     resolve_config,
     write_resolved_config,
 )
@@ -107,7 +107,10 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_discover(args: argparse.Namespace) -> int:
-    manifest = load_manifest(args.root, args.layout)
+    from shapes3d.engine.jobs import load_manifest
+
+    require_inputs(args.root)
+    manifest = load_manifest(args.root, layout=args.layout)
     splits = {}
     for e in manifest.entries:
         splits[e.split or "(none)"] = splits.get(e.split or "(none)", 0) + 1
@@ -120,14 +123,16 @@ def run_discover(args: argparse.Namespace) -> int:
 
 
 def run_preprocess_cmd(args: argparse.Namespace) -> int:
+    require_inputs(args.root)
     from shapes3d.data.preprocess import run_preprocess
+    from shapes3d.engine.jobs import load_manifest
 
     cls_fn, default_cfg, task_fn = TASKS[args.task]
     if args.config is None:
         args.config = default_cfg
     cfg = resolve_config(cls_fn(), args)
     fn, params, version = task_fn(cfg)
-    manifest = load_manifest(args.root, args.layout)
+    manifest = load_manifest(args.root, layout=args.layout)
     args.out.mkdir(parents=True, exist_ok=True)
     report = run_preprocess(manifest.entries, fn, params=params, cache_dir=args.out,
                             workers=args.workers, shard=args.shard, desc=f"{args.task}", version=version)

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from shapes3d import __version__
-from shapes3d.errors import Shapes3DError
+from shapes3d.errors import Interrupted, Shapes3DError
 from shapes3d.utils.progress import set_progress_enabled
 
 # Subcommand modules, in the order --help lists them.
@@ -58,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Shapes3DError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:  # a signal stopped a batch job; the message says how to resume
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

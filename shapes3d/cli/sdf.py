@@ -11,6 +11,7 @@ from shapes3d.cli.common import (
     config_help,
     print_skipped,
     report_interrupted,
+    require_inputs,
     resolve_config,
 )
 from shapes3d.deepsdf.config import DeepSDFConfig
@@ -98,6 +99,7 @@ def register(sub) -> None:  # long only because it declares every action's optio
 
 
 def run_train(args: argparse.Namespace) -> int:
+    require_inputs(args.data)
     from shapes3d.deepsdf.jobs import train
 
     def sampled(n, report) -> None:
@@ -119,6 +121,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_extract(args: argparse.Namespace) -> int:
+    require_inputs(args.checkpoint)
     from shapes3d.deepsdf.jobs import extract
 
     result = extract(args.checkpoint, args.shapes, resolution=args.resolution, mode=args.mode, format=args.format,
@@ -137,6 +140,7 @@ def _print_metrics(path, metrics) -> None:
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    require_inputs(args.checkpoint, args.mesh)
     from shapes3d.deepsdf.jobs import fit
 
     r = fit(args.checkpoint, args.mesh, partial=args.partial, out=args.out, resolution=args.resolution,
@@ -150,6 +154,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
+    require_inputs(args.checkpoint)
     from shapes3d.deepsdf.jobs import interpolate
 
     r = interpolate(args.checkpoint, args.a, args.b, steps=args.steps, mode=args.mode, resolution=args.resolution,
@@ -159,6 +164,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    require_inputs(args.checkpoint)
     from shapes3d.deepsdf.jobs import evaluate
 
     r = evaluate(args.checkpoint, resolution=args.resolution, points=args.points, limit=args.limit, out=args.out)
@@ -172,6 +178,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_fit_views(args: argparse.Namespace) -> int:
+    require_inputs(args.checkpoint, args.targets)
     from shapes3d.deepsdf.view_jobs import fit_views
 
     cfg = resolve_config(ViewsConfig, args)

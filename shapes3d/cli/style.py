@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shapes3d.cli.common import add_config_args, config_help, resolve_config
+from shapes3d.cli.common import add_config_args, config_help, require_inputs, resolve_config
 from shapes3d.deepsdf.views_config import ViewsConfig
 from shapes3d.style.config import StyleConfig
 
@@ -70,6 +70,7 @@ def run_transfer(args: argparse.Namespace) -> int:
 
 
 def run_shape(args: argparse.Namespace) -> int:
+    require_inputs(args.checkpoint)
     from shapes3d.deepsdf.view_jobs import stylize
 
     extra = [f'style.optimise="{args.optimise}"'] if args.optimise else []

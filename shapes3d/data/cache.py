@@ -9,7 +9,10 @@ every member can be memory-mapped straight from the zip (``mmap=True``). Members
 fixed timestamp, so equal inputs give byte-identical files on any machine.
 
 Loading never unpickles: arrays go through ``numpy.lib.format`` with ``allow_pickle=False``
-and the metadata is JSON. A truncated or altered file raises :class:`CheckpointError`.
+and the metadata is JSON. A truncated or altered file raises :class:`CheckpointError`, and so
+does an entry that is intact but not the one asked for: every read compares the key stored in
+the metadata with the file's name (``<key>.npz``) and, when given, with the requested key and
+input sha256, so a cache file copied or renamed over another is never served for the wrong shape.
 
 Keys are the sha256 of canonical JSON of (function name, version, params, the input's
 **content** sha256 and suffix). Content, not size+mtime: it survives copying datasets
@@ -32,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from shapes3d.errors import CheckpointError, ConfigError, MissingFileError
+from shapes3d.errors import CheckpointError, ConfigError, InputFileError, MissingFileError
 from shapes3d.utils.io import atomic_write, safe_child, sha256_file
 
 log = logging.getLogger(__name__)
@@ -83,10 +86,17 @@ def cache_key(*, fn: str, version: str, params_json: str, input_sha256: str, suf
 
 
 def input_identity(path: Path) -> tuple[str, str]:
-    """(content sha256, lower-case suffix) of an input file; MissingFileError if absent."""
-    if not path.is_file():
-        raise MissingFileError(path)
-    return sha256_file(path), path.suffix.lower()
+    """(content sha256, lower-case suffix) of an input file; MissingFileError if absent, InputFileError if unreadable."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            raise MissingFileError(path, "file does not exist" if not path.is_dir()
+                                   else "is a directory, expected a shape file")
+        return sha256_file(path), path.suffix.lower()
+    except MissingFileError:
+        raise
+    except OSError as exc:  # permission denied, I/O error
+        raise InputFileError(path, f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
 
 
 def cache_location(cache_dir: str | os.PathLike, key: str) -> Path:
@@ -174,19 +184,47 @@ def read_meta(location: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def load_cached(location: str | os.PathLike, *, mmap: bool = False, verify: bool = True) -> dict[str, np.ndarray]:
+def _is_key(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def check_identity(path: Path, meta: Mapping[str, Any], *, expect_key: str | None = None,
+                   expect_input_sha256: str | None = None) -> None:
+    """CheckpointError unless the entry at ``path`` is the one asked for.
+
+    The stored key must equal the file name's (``<key>.npz``, when the name is a key) and
+    ``expect_key``; the stored input sha256 must equal ``expect_input_sha256``. A mismatch means
+    the file was copied or renamed over another entry: its arrays belong to a different shape.
+    """
+    stored = meta.get("key")
+    if _is_key(path.stem) and stored is not None and stored != path.stem:
+        raise CheckpointError(path, f"cache entry stores key {str(stored)[:16]}..., but its file name is key "
+                                    f"{path.stem[:16]}... (copied or renamed over another entry)")
+    if expect_key is not None and stored != expect_key:
+        raise CheckpointError(path, f"cache entry stores key {str(stored)[:16]}..., expected {expect_key[:16]}... "
+                                    "(it belongs to another input or parameters)")
+    if expect_input_sha256 is not None and meta.get("input_sha256") != expect_input_sha256:
+        raise CheckpointError(path, f"cache entry was made from input sha256 {str(meta.get('input_sha256'))[:16]}..., "
+                                    f"expected {expect_input_sha256[:16]}... (it belongs to another input)")
+
+
+def load_cached(location: str | os.PathLike, *, mmap: bool = False, verify: bool = True,
+                expect_key: str | None = None, expect_input_sha256: str | None = None) -> dict[str, np.ndarray]:
     """The arrays of a cache file, by name.
 
     ``mmap=True`` returns read-only memory maps into the file (nothing copied to RAM until
     touched); ``verify=True`` checks every array against its stored sha256, which reads the
-    bytes once. Raises :class:`CheckpointError` naming the file if it is truncated, altered,
-    or not a cache file; never unpickles.
+    bytes once. The entry's identity is always checked (:func:`check_identity`: stored key
+    against the file name, and against ``expect_key`` / ``expect_input_sha256`` when given).
+    Raises :class:`CheckpointError` naming the file if it is truncated, altered, not a cache
+    file, or another entry's; never unpickles.
     """
     path = Path(location)
     meta = read_meta(path)
     info = meta.get("arrays")
     if not isinstance(info, dict) or meta.get("format") != CACHE_FORMAT:
         raise CheckpointError(path, f"not a shapes3d cache file of format {CACHE_FORMAT}")
+    check_identity(path, meta, expect_key=expect_key, expect_input_sha256=expect_input_sha256)
     arrays = {}
     try:
         with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
@@ -242,7 +280,7 @@ def _valid(path: Path) -> str | None:
         meta = read_meta(path)
         if meta.get("key") not in (None, path.stem):
             return f"{path}: file name does not match the key {meta.get('key')} it stores"
-        load_cached(path, mmap=True, verify=True)
+        load_cached(path, mmap=True, verify=True, expect_key=meta.get("key"))
     except CheckpointError as exc:
         return str(exc)
     return None

@@ -13,6 +13,11 @@ Three layouts are recognised:
 Hidden files and folders (name starting with ``.``) and files with other extensions
 (``.mtl``, ``.binvox``, ``.json``, READMEs, …) are ignored. Entries are sorted by their
 path relative to the root, so a manifest (and a shard of it) is the same on every machine.
+
+Symlinked folders are followed (datasets are often assembled from links); a link leading back
+to a folder already on the way down (a loop) is not followed and is logged as a warning, as are
+broken links and folders that cannot be read. Manifest CSVs are read as UTF-8 (a BOM is
+skipped); one that is not UTF-8 is read as Latin-1, with a warning.
 """
 
 from __future__ import annotations
@@ -105,18 +110,37 @@ class Manifest:
         return path.as_posix()
 
 
+def _read_csv_text(path: Path) -> str:
+    """The CSV's text: UTF-8 (BOM skipped), else Latin-1 with a warning; InputFileError if unreadable."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read the manifest CSV ({exc.strerror or type(exc).__name__})") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        log.warning("%s: not UTF-8 (byte 0x%02x at offset %d); reading it as Latin-1", path, raw[exc.start],
+                    exc.start)
+        return raw.decode("latin-1")
+
+
 def load_csv(path: str | os.PathLike, *, root: str | os.PathLike | None = None) -> Manifest:
     """Read a manifest CSV (columns by header name; ``path`` required, ``class``/``split`` default ``""``).
 
     Relative paths are resolved against ``root``, or against the CSV's own folder when ``root``
     is None (so an ``index.csv`` kept in the dataset folder loads as is). Extra columns are ignored.
+    UTF-8 with or without a BOM; other bytes are read as Latin-1 (logged). Every problem is an
+    :class:`InputFileError` naming the CSV.
     """
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(path, "manifest CSV does not exist")
     base = Path(root) if root is not None else path.parent
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    text = _read_csv_text(path)
+    if "\0" in text:
+        raise CorruptFileError(path, f"contains a NUL byte (offset {text.index(chr(0))}): not a CSV text file")
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         if reader.fieldnames is None or "path" not in reader.fieldnames:
             raise CorruptFileError(
                 path, f"header {reader.fieldnames} has no 'path' column; expected columns {','.join(CSV_COLUMNS)}"
@@ -134,18 +158,56 @@ def load_csv(path: str | os.PathLike, *, root: str | os.PathLike | None = None) 
                     row.get("class") or "", split, entry_path if entry_path.is_absolute() else base / entry_path
                 )
             )
+    except csv.Error as exc:
+        raise CorruptFileError(path, f"not a valid CSV (line {reader.line_num}: {exc})") from None
     return Manifest(tuple(entries), base, "csv")
 
 
+#: Deepest folder nesting :func:`_walk` descends (a guard against link chains, not a real layout's depth).
+MAX_DEPTH = 64
+
+
 def _walk(root: Path, extensions: frozenset[str]) -> list[PurePosixPath]:
-    """Relative paths of the shape files below ``root``, skipping hidden files and folders."""
+    """Relative paths of the shape files below ``root``, skipping hidden files and folders.
+
+    Symlinked folders are followed; one resolving to a folder already on the current path from
+    ``root`` (a loop: ``a/b -> ..``) is skipped with a warning, so the walk always ends. Broken
+    links and unreadable folders are skipped with a warning too.
+    """
     found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        rel = Path(folder).relative_to(root)
-        for name in files:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions:
-                found.append(PurePosixPath(*rel.parts, name))
+    root_id = os.stat(root)
+    # Each stack item: (folder, its path relative to root, (dev, inode) of the folders leading to it).
+    stack = [(root, PurePosixPath(), frozenset({(root_id.st_dev, root_id.st_ino)}))]
+    while stack:
+        folder, rel, ancestors = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            log.warning("%s: cannot list folder (%s); its files are left out", folder, exc.strerror or exc)
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+                if not is_dir and entry.is_symlink() and not os.path.exists(entry.path):
+                    log.warning("%s: broken or looping symlink (-> %s); left out", entry.path, os.readlink(entry.path))
+                    continue
+                if is_dir:
+                    info = entry.stat()
+                    ident = (info.st_dev, info.st_ino)
+                    if ident in ancestors:
+                        log.warning("%s: symlink loop (leads back to %s, a folder above it); not followed",
+                                    entry.path, os.path.realpath(entry.path))
+                        continue
+                    if len(ancestors) > MAX_DEPTH:
+                        log.warning("%s: deeper than %d folders; not followed", entry.path, MAX_DEPTH)
+                        continue
+                    stack.append((Path(entry.path), rel / entry.name, ancestors | {ident}))
+                elif os.path.splitext(entry.name)[1].lower() in extensions:
+                    found.append(rel / entry.name)
+            except OSError as exc:
+                log.warning("%s: cannot inspect (%s); left out", entry.path, exc.strerror or exc)
     return found
 
 

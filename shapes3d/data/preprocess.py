@@ -10,23 +10,33 @@ or in ``spawn``-started processes (fork and torch/open3d threads do not mix). An
 ``fn`` skips that file with its reason; a crashed worker process skips the file that crashed it
 and a fresh pool carries on with the rest. Nothing stops the batch. Failures are not cached:
 a skipped file is tried again on the next run (the file or ``fn`` may have been fixed), and every
-cached result is re-verified against its checksum before it is counted as done.
+cached result is re-verified against its checksum (and its identity: stored key and input
+hash must be the ones asked for) before it is counted as done.
+
+Workers: ``workers=N`` is capped by the CPUs this process may use and by the memory available
+(``MemAvailable`` in ``/proc/meminfo``, :data:`WORKER_MEMORY_BYTES` per worker); the cap is logged.
+``timeout_s`` bounds each file's work: a job running longer is skipped with
+:data:`TIMEOUT_REASON` and its worker process replaced (this needs worker processes, so with a
+time limit even ``workers=1`` runs its jobs in one). SIGINT and SIGTERM stop the run the same
+way: every worker process is terminated (SIGTERM, then SIGKILL after a grace period), the
+cache keeps only complete entries (each is written atomically; a terminated worker removes its
+temp file), and :class:`~shapes3d.errors.Interrupted` is raised, carrying the partial report,
+so a CLI exits 130/143 and a re-run resumes from the cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import multiprocessing
 import os
+import signal
+import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from shapes3d.data.cache import (
     cache_key,
@@ -35,16 +45,20 @@ from shapes3d.data.cache import (
     fn_name,
     input_identity,
     load_cached,
-    write_cached,
 )
 from shapes3d.data.discovery import ManifestEntry
-from shapes3d.errors import CheckpointError, ConfigError, Shapes3DError
-from shapes3d.utils.io import atomic_write_text
+from shapes3d.data.workers import CRASH_REASON, TIMEOUT_REASON, _Job, _run_pool, _run_serial, _work  # noqa: F401
+from shapes3d.errors import CheckpointError, ConfigError, Interrupted, Shapes3DError
+from shapes3d.utils.io import atomic_write_text, remove_stale_temporaries
 from shapes3d.utils.progress import progress
 
 log = logging.getLogger(__name__)
 
-CRASH_REASON = "worker process crashed (killed, out of memory or a native-code fault) while processing this file"
+#: Skip reason of a job that ran past ``timeout_s`` (formatted with ``seconds``).
+#: Memory assumed per worker process (spawn start-up, numpy/trimesh/torch imports, one shape's work):
+#: ``workers`` is capped at MemAvailable // WORKER_MEMORY_BYTES.
+WORKER_MEMORY_BYTES = 600 * 1000 * 1000
+#: Seconds terminated workers get to clean up (remove temp files) before they are killed.
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -134,110 +148,64 @@ class PreprocessReport:
         )
 
 
-class _Job(NamedTuple):
-    key: str
-    path: str
-    location: str
-    meta: dict[str, Any]
-
-
-def _work(fn: Callable, params: dict[str, Any], job: _Job) -> str | None:
-    """Compute and cache one file; the reason it failed, or None. Runs in workers, so it
-    returns the reason as text: some exceptions (e.g. from C extensions) do not pickle."""
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one), at least 1."""
     try:
-        write_cached(job.location, fn(Path(job.path), **params), meta=job.meta)
-    except Exception as exc:  # one bad file must never stop the batch
-        return f"{type(exc).__name__}: {exc}"
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def available_memory_bytes() -> int | None:
+    """``MemAvailable`` from ``/proc/meminfo`` in bytes, or None where it cannot be read (not Linux)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     return None
 
 
-def _init_worker() -> None:
-    # N workers each running a full-width BLAS/OpenMP pool would oversubscribe the cores;
-    # the env var reaches libraries imported later (torch), threadpoolctl the loaded ones.
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
+def cap_workers(requested: int, n_jobs: int) -> int:
+    """``requested`` workers capped by the jobs, the CPUs and the memory available; a cap is logged."""
+    cpus = available_cpus()
+    memory = available_memory_bytes()
+    by_memory = max(1, memory // WORKER_MEMORY_BYTES) if memory is not None else requested
+    workers = max(1, min(requested, n_jobs, cpus, by_memory))
+    if workers < min(requested, n_jobs):
+        mem = f"{memory / 1e9:.1f} GB" if memory is not None else "unknown"
+        log.info("workers=%d capped to %d: %d CPUs usable by this process, %s memory available "
+                 "(~%d MB assumed per worker)", requested, workers, cpus, mem, WORKER_MEMORY_BYTES // 10**6)
+    return workers
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """While active, SIGINT and SIGTERM raise :class:`Interrupted` in the main thread (once; repeats
+    are ignored while the run cleans up). Outside the main thread signals cannot be handled: no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    threadpool_limits(limits=1)
+    fired: list[str] = []
 
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if fired:
+            log.warning("%s again: still stopping the workers", name)
+            return
+        fired.append(name)
+        raise Interrupted(name)
 
-def _run_serial(jobs: list[_Job], fn: Callable, params: dict[str, Any]) -> Iterator[tuple[_Job, str | None]]:
-    for job in jobs:
-        yield job, _work(fn, params, job)
-
-
-def _run_pool(
-    jobs: list[_Job], fn: Callable, params: dict[str, Any], workers: int
-) -> Iterator[tuple[_Job, str | None]]:
-    ctx = multiprocessing.get_context("spawn")
-    pending = deque(jobs)
-    while pending:
-        # At most 2 jobs per worker in flight, so a crash leaves few suspects to re-run alone.
-        suspects: list[_Job] = []
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
-        try:
-            in_flight: dict[Any, _Job] = {}
-            while (pending or in_flight) and not suspects:
-                while pending and len(in_flight) < 2 * workers:
-                    job = pending.popleft()
-                    in_flight[pool.submit(_work, fn, params, job)] = job
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    job = in_flight.pop(fut)
-                    try:
-                        yield job, fut.result()
-                    except BrokenProcessPool:
-                        suspects.append(job)
-                    except Exception as exc:  # e.g. fn or params failed to unpickle in the worker
-                        yield job, f"{type(exc).__name__}: {exc}"
-            suspects.extend(in_flight.values())
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        if suspects:
-            log.warning(
-                "a worker process died; re-running the %d files it may have been on one at a time", len(suspects)
-            )
-            yield from _run_isolated(suspects, fn, params, ctx)
-
-
-def _ping() -> bool:
-    return True
-
-
-def _fresh_single_pool(ctx) -> ProcessPoolExecutor:
-    """A one-process pool that is known to start: if even a no-op dies, the environment is at
-    fault (e.g. the main script cannot be re-imported by ``spawn``), not any input file."""
-    pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker)
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
     try:
-        pool.submit(_ping).result()
-    except BrokenProcessPool as exc:
-        pool.shutdown(wait=True)
-        raise Shapes3DError(
-            "worker processes die on start-up; run with workers=1, or make the main script importable "
-            "(code under `if __name__ == '__main__':`, not stdin or an interactive session)"
-        ) from exc
-    return pool
-
-
-def _run_isolated(jobs: list[_Job], fn: Callable, params: dict[str, Any], ctx) -> Iterator[tuple[_Job, str | None]]:
-    """Run each job alone in a one-process pool, so a crash is pinned on exactly that file."""
-    pool = None
-    try:
-        for job in jobs:
-            pool = pool or _fresh_single_pool(ctx)
-            try:
-                reason = pool.submit(_work, fn, params, job).result()
-            except BrokenProcessPool:
-                reason = CRASH_REASON
-                pool.shutdown(wait=True)
-                pool = None
-            except Exception as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-            yield job, reason
+        yield
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
 def _as_path(item: ManifestEntry | str | os.PathLike) -> Path:
@@ -248,7 +216,7 @@ def _as_path(item: ManifestEntry | str | os.PathLike) -> Path:
     raise ConfigError(f"input {item!r}: expected a ManifestEntry or a path")
 
 
-def _checked_params(params, *, workers, version) -> tuple[dict, str]:
+def _checked_params(params, *, workers, version, timeout_s=None) -> tuple[dict, str]:
     """``params`` as a dict and its canonical JSON (part of every cache key), after checking the options."""
     if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
         raise ConfigError(f"params {params!r}: expected a dict with str keys")
@@ -258,6 +226,9 @@ def _checked_params(params, *, workers, version) -> tuple[dict, str]:
         raise ConfigError(f"workers {workers!r}: expected an integer >= 1")
     if not isinstance(version, str):
         raise ConfigError(f"version {version!r}: expected a str")
+    if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
+                                  or not timeout_s > 0 or timeout_s == float("inf")):
+        raise ConfigError(f"timeout_s {timeout_s!r}: expected None or a number of seconds > 0")
     params = dict(params)
     return params, canonical_json(params)
 
@@ -283,8 +254,8 @@ def _plan(paths, report: PreprocessReport, bar, *, fn_name: str, version: str, p
             continue
         location = cache_location(cache_dir, key)
         if location.exists():
-            try:
-                load_cached(location, mmap=True, verify=True)
+            try:  # checksums and identity: an entry copied over this one belongs to another shape
+                load_cached(location, mmap=True, verify=True, expect_key=key, expect_input_sha256=sha)
                 report.cached += 1
                 report.results[path] = location
                 bar.update(1)
@@ -309,14 +280,19 @@ def run_preprocess(
     shard: tuple[int, int] | str | None = None,
     desc: str = "preprocess",
     version: str = "1",
+    timeout_s: float | None = None,
 ) -> PreprocessReport:
     """Apply ``fn(path, **params)`` to every input (of this shard) and cache the arrays it returns.
 
     Inputs are de-duplicated and sorted by path; shard ``(i, n)`` takes sorted input ``k`` when
     ``k % n == i``. Bump ``version`` when ``fn``'s code changes its output: the key does not see code.
+    ``workers`` is capped (CPUs, memory; see :func:`cap_workers`). ``timeout_s``: per-file time
+    limit; a job over it is skipped with :data:`TIMEOUT_REASON` and its worker replaced.
+    SIGINT/SIGTERM: workers are stopped and :class:`~shapes3d.errors.Interrupted` is raised with
+    the report so far as ``partial``; cached entries stay valid, so a re-run resumes.
     """
     name = fn_name(fn)
-    params, params_json = _checked_params(params, workers=workers, version=version)
+    params, params_json = _checked_params(params, workers=workers, version=version, timeout_s=timeout_s)
     shard = _check_shard(shard)
     paths = sorted({_as_path(item) for item in entries_or_paths}, key=str)
     if shard is not None:
@@ -324,22 +300,35 @@ def run_preprocess(
     report = PreprocessReport(fn=name, version=version, params=json.loads(params_json), shard=shard)
     start = time.perf_counter()
     bar = progress(total=len(paths), desc=desc, unit="shape")
+    runner = None
     try:
-        groups, jobs = _plan(paths, report, bar, fn_name=name, version=version, params_json=params_json,
-                             cache_dir=cache_dir)
-        # With workers > 1 even a single job goes to a process: a crash must never take down the caller.
-        if workers == 1 or not jobs:
-            runner = _run_serial(jobs, fn, params)
-        else:
-            runner = _run_pool(jobs, fn, params, min(workers, len(jobs)))
-        for job, reason in runner:
-            for path in groups[job.key]:
-                if reason is None:
-                    report.computed += 1
-                    report.results[path] = Path(job.location)
-                else:
-                    _skip(report, path, reason)
-            bar.update(len(groups[job.key]))
+        with _interruptible():
+            remove_stale_temporaries(cache_dir, recursive=True)  # left by writers killed in earlier runs
+            groups, jobs = _plan(paths, report, bar, fn_name=name, version=version, params_json=params_json,
+                                 cache_dir=cache_dir)
+            # With workers > 1 even a single job goes to a process: a crash must never take down the
+            # caller; a time limit needs a process too (a running job can only be stopped by killing it).
+            if not jobs or (workers == 1 and timeout_s is None):
+                runner = _run_serial(jobs, fn, params)
+            else:
+                runner = _run_pool(jobs, fn, params, cap_workers(workers, len(jobs)), timeout_s)
+            for job, reason in runner:
+                for path in groups[job.key]:
+                    if reason is None:
+                        report.computed += 1
+                        report.results[path] = Path(job.location)
+                    else:
+                        _skip(report, path, reason)
+                bar.update(len(groups[job.key]))
+    except Interrupted as exc:
+        if runner is not None:
+            runner.close()  # stops the workers now, if the signal arrived outside the runner
+        report.seconds = time.perf_counter() - start
+        done = report.computed + report.cached
+        detail = (f"{done} of {len(paths)} inputs done ({report.summary()}); finished entries are cached in "
+                  f"{cache_dir}: run the same command again to resume")
+        log.warning("interrupted by %s: %s", exc.signal_name, detail)
+        raise Interrupted(exc.signal_name, detail, partial=report) from None
     finally:
         bar.close()
     report.skipped.sort(key=lambda item: str(item[0]))

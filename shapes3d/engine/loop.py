@@ -35,7 +35,7 @@ from shapes3d.engine.checkpoint import load_checkpoint, require_keys, save_check
 from shapes3d.engine.distributed import Dist, StopFlag
 from shapes3d.engine.plots import plot_curves
 from shapes3d.engine.rng import rng_state, set_rng_state
-from shapes3d.utils.io import atomic_write_csv, atomic_write_text
+from shapes3d.utils.io import atomic_write_csv, atomic_write_text, remove_stale_temporaries
 from shapes3d.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,9 @@ def fit(task: Task, out_dir: str | Path, *, dist: Dist, gen: torch.Generator, ep
     """
     out = Path(out_dir)
     last, best = out / "last.pt", out / "best.pt"
+    if dist.is_main and out.is_dir():
+        # A run folder has one writer: temp files of ours found at start are left by a killed run.
+        remove_stale_temporaries(out, older_than_s=0)
     state = _resume(last, task, gen, dist.device) if resume and last.exists() else _State()
     task.begin(dist)
     if dist.is_main and config is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,15 @@ from shapes3d.errors import (
     Shapes3DError,
     UnsupportedFormatError,
 )
+from shapes3d.geometry.file_checks import (
+    check_glb_chunks,
+    check_glb_json,
+    check_gltf,
+    check_npy_member,
+    check_ply_header,
+    check_stl_size,
+)
+from shapes3d.geometry.limits import BoundedReader, max_uncompressed_bytes
 from shapes3d.geometry.off import read_off
 from shapes3d.geometry.pcd import read_pcd
 
@@ -37,133 +47,69 @@ _MERGE_TOL = 1e-9
 _TRIMESH_TYPES = {".obj": "obj", ".ply": "ply", ".stl": "stl", ".glb": "glb", ".gltf": "gltf"}
 
 
+def unreadable(path: str | os.PathLike, exc: OSError) -> InputFileError:
+    """An OSError met while reading ``path`` (permission denied, a folder, I/O error) as our error."""
+    if isinstance(exc, Shapes3DError):
+        return exc
+    if isinstance(exc, FileNotFoundError):
+        return MissingFileError(path)
+    if isinstance(exc, IsADirectoryError):
+        return InputFileError(path, "is a directory, expected a file")
+    reason = exc.strerror or f"{type(exc).__name__}: {exc}"
+    return InputFileError(path, f"cannot read the file ({reason})")
+
+
 def _check_file(path: str | os.PathLike, allowed: tuple[str, ...], what: str) -> tuple[Path, str]:
     path = Path(path)
-    if not path.exists():
-        raise MissingFileError(path)
-    if path.is_dir():
-        raise InputFileError(path, f"is a directory, expected a {what} file")
-    ext = path.suffix.lower()
-    if ext not in allowed:
-        raise UnsupportedFormatError(
-            path, f"unsupported {what} extension {path.suffix or '(none)'!r}; supported: {', '.join(allowed)}"
-        )
-    if path.stat().st_size == 0:
-        raise EmptyMeshError(path, "file is empty (0 bytes)")
+    try:
+        if not path.exists():
+            raise MissingFileError(path, "file does not exist" if not path.is_symlink()
+                                   else "file does not exist (broken or looping symlink)")
+        if path.is_dir():
+            raise InputFileError(path, f"is a directory, expected a {what} file")
+        ext = path.suffix.lower()
+        if ext not in allowed:
+            raise UnsupportedFormatError(
+                path, f"unsupported {what} extension {path.suffix or '(none)'!r}; supported: {', '.join(allowed)}"
+            )
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise InputFileError(path, f"is not a regular file (a device, FIFO or socket), expected a {what} file")
+        if info.st_size == 0:
+            raise EmptyMeshError(path, "file is empty (0 bytes)")
+        with open(path, "rb"):  # permission denied is reported here, naming the file
+            pass
+    except Shapes3DError:
+        raise
+    except OSError as e:
+        raise unreadable(path, e) from None
     return path, ext
 
 
-_PLY_SIZES = {"char": 1, "int8": 1, "uchar": 1, "uint8": 1, "short": 2, "int16": 2, "ushort": 2, "uint16": 2,
-              "int": 4, "int32": 4, "uint": 4, "uint32": 4, "float": 4, "float32": 4, "double": 8, "float64": 8}
-_MAX_PLY_HEADER = 1 << 16
 
 
-def _check_ply_header(path: Path) -> None:
-    """Reject a PLY whose header declares more elements than the file can hold, before parsing.
-
-    trimesh sizes its arrays from the header's counts, so a 200-byte file declaring 4e9
-    vertices must be refused here, by comparing the declared counts with the bytes (binary)
-    or data lines (ASCII, one element per line) that follow the header.
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(_MAX_PLY_HEADER)
-    end = head.find(b"end_header")
-    if not head.startswith(b"ply") or end < 0:
-        return  # not a PLY header we can size: trimesh reports what is wrong
-    nl = head.find(b"\n", end)
-    body_start = len(head) if nl < 0 else nl + 1
-    fmt, elements = "", []  # (name, count, fixed bytes, list count bytes, n scalar, n list)
-    for raw in head[:end].decode("ascii", errors="replace").splitlines():
-        tok = raw.split()
-        if len(tok) >= 2 and tok[0] == "format":
-            fmt = tok[1]
-        elif len(tok) >= 3 and tok[0] == "element":
-            try:
-                count = int(tok[2])
-            except ValueError:
-                raise CorruptFileError(path, f"PLY element {tok[1]!r} has a non-integer count {tok[2]!r}") from None
-            if count < 0:
-                raise CorruptFileError(path, f"PLY element {tok[1]!r} has a negative count {count}")
-            elements.append([tok[1], count, 0, 0, 0, 0])
-        elif len(tok) >= 3 and tok[0] == "property" and elements:
-            if tok[1] == "list" and len(tok) >= 5:
-                elements[-1][3] += _PLY_SIZES.get(tok[2], 1)
-                elements[-1][5] += 1
-            else:
-                elements[-1][2] += _PLY_SIZES.get(tok[1], 1)
-                elements[-1][4] += 1
-    available = path.stat().st_size - body_start
-    binary = fmt.startswith("binary")
-    need = 0
-    for name, count, fixed, list_bytes, n_scalar, n_list in elements:
-        # Fewest bytes one element can take: binary, its scalars and list lengths (lists may be
-        # empty); ASCII, one digit and one separator per value.
-        per = fixed + list_bytes if binary else 2 * (n_scalar + n_list)
-        need += count * per
-        if need > available:
-            raise CorruptFileError(path, f"PLY header declares {count} {name} elements needing at least {need} "
-                                         f"bytes, but only {available} bytes follow the header (truncated or corrupt)")
-    if not binary and elements:
-        with open(path, "rb") as fh:
-            fh.seek(body_start)
-            lines = sum(1 for line in fh if line.strip())
-        declared = sum(e[1] for e in elements)
-        if lines < declared:
-            raise CorruptFileError(path, f"truncated: PLY header declares {declared} elements but only {lines} "
-                                         "data lines follow")
 
 
-def _check_stl_size(path: Path) -> None:
-    """A binary STL's triangle count must match its size; anything else must be ASCII (``solid``)."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(84)
-    if len(head) == 84 and 84 + 50 * int.from_bytes(head[80:84], "little") == size:
-        return
-    if head.lstrip()[:5].lower() == b"solid":
-        return  # ASCII STL; trimesh parses it
-    if len(head) < 84:
-        raise CorruptFileError(path, f"not an STL: {size} bytes is shorter than a binary STL header (84 bytes) "
-                                     "and there is no ASCII 'solid' keyword")
-    n = int.from_bytes(head[80:84], "little")
-    raise CorruptFileError(path, f"binary STL declares {n} triangles ({84 + 50 * n} bytes) but the file has "
-                                 f"{size} bytes (truncated or corrupt)")
 
 
-def _check_glb_chunks(path: Path) -> None:
-    """GLB: the declared total and chunk lengths must fit in the file.
 
-    trimesh reads each chunk with ``read(declared length)``, which allocates the declared
-    size up front: a 40-byte file declaring a 4 GB chunk would allocate 4 GB.
-    """
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(12)
-        if len(head) < 12 or head[:4] != b"glTF":
-            return  # trimesh reports a bad header
-        total = int.from_bytes(head[8:12], "little")
-        if total > size:
-            raise CorruptFileError(path, f"GLB header declares {total} bytes but the file has {size} "
-                                         "(truncated or corrupt)")
-        # Chunks trimesh will read: the first one always, later ones while inside the declared total.
-        pos, index = 12, 0
-        while pos + 8 <= size and (index == 0 or pos < total):
-            fh.seek(pos)
-            length = int.from_bytes(fh.read(4), "little")
-            if pos + 8 + length > size:
-                raise CorruptFileError(path, f"GLB chunk {index} declares {length} bytes but only "
-                                             f"{size - pos - 8} remain (truncated or corrupt)")
-            pos += 8 + length
-            index += 1
+
+
+
+
+
 
 
 def _read_with_trimesh(path: Path, ext: str) -> tuple[np.ndarray, np.ndarray]:
     if ext == ".ply":
-        _check_ply_header(path)
+        check_ply_header(path)
     elif ext == ".stl":
-        _check_stl_size(path)
+        check_stl_size(path)
     elif ext == ".glb":
-        _check_glb_chunks(path)
+        check_glb_chunks(path)
+        check_glb_json(path)
+    elif ext == ".gltf":
+        check_gltf(path)
     try:
         loaded = trimesh.load(str(path), file_type=_TRIMESH_TYPES[ext], process=False, force=None)
     except Shapes3DError:
@@ -246,16 +192,22 @@ def clean_mesh(vertices: np.ndarray, faces: np.ndarray, *, path: str | os.PathLi
 def load_mesh(path: str | os.PathLike) -> trimesh.Trimesh:
     """Load a triangle mesh from OFF, OBJ, PLY, STL, GLB or GLTF, validated and cleaned."""
     path, ext = _check_file(path, MESH_EXTENSIONS, "mesh")
-    if ext == ".off":
-        vertices, faces = read_off(path)
-    else:
-        vertices, faces = _read_with_trimesh(path, ext)
+    try:
+        if ext == ".off":
+            vertices, faces = read_off(path)
+        else:
+            vertices, faces = _read_with_trimesh(path, ext)
+    except OSError as e:  # permission lost, I/O error, ... between the check and the read
+        raise unreadable(path, e) from None
     return clean_mesh(vertices, faces, path=path)
 
 
 def _points_from_array(path: Path, arr: np.ndarray) -> np.ndarray:
     if arr.dtype.kind not in "fiu":
         raise CorruptFileError(path, f"expected a numeric array, got dtype {arr.dtype}")
+    if arr.ndim == 2 and arr.shape[0] == 3 and arr.shape[1] != 3:
+        raise CorruptFileError(path, f"array looks transposed: shape (3, {arr.shape[1]}); expected (N, 3) points "
+                                     "(one row per point: save arr.T)")
     if arr.ndim != 2 or arr.shape[1] < 3:
         raise CorruptFileError(path, f"expected an (N, 3+) array of points, got shape {arr.shape}")
     return np.asarray(arr[:, :3], dtype=np.float64)
@@ -278,36 +230,12 @@ def _read_xyz(path: Path) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
 
 
-def _check_npy_member(path: Path, fh, available: int, what: str) -> None:
-    """Read an .npy header from ``fh``; refuse object arrays and shapes bigger than the bytes that follow.
-
-    numpy allocates the whole declared array before reading, so a 100-byte file declaring
-    terabytes must be refused here.
-    """
-    try:
-        version = np.lib.format.read_magic(fh)
-        start = fh.tell()
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-        else:
-            return
-    except Exception:
-        return  # np.load reports the malformed header itself
-    if dtype.hasobject:
-        raise CorruptFileError(path, f"{what} holds pickled objects (dtype {dtype}); refusing to load it")
-    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    left = available - (fh.tell() - start) - 8  # magic (6) + version (2) precede ``start``
-    if nbytes > left:
-        raise CorruptFileError(path, f"{what} declares shape {tuple(shape)} of {dtype} ({nbytes} bytes) but only "
-                                     f"{max(left, 0)} bytes of data follow (truncated or corrupt)")
 
 
 def _read_numpy(path: Path, ext: str) -> np.ndarray:
     if ext == ".npy":
         with open(path, "rb") as fh:
-            _check_npy_member(path, fh, path.stat().st_size, "NPY header")
+            check_npy_member(path, fh, path.stat().st_size, "NPY header")
     try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as e:
@@ -322,19 +250,38 @@ def _read_numpy(path: Path, ext: str) -> np.ndarray:
         if key is None:
             raise CorruptFileError(path, f"NPZ has arrays {keys}; expected one array or one named 'points'")
         member = key if key in loaded.zip.namelist() else f"{key}.npy"
+        what = f"NPZ array {key!r}"
+        limit = max_uncompressed_bytes()
         try:
+            size = loaded.zip.getinfo(member).file_size
             with loaded.zip.open(member) as fh:
-                size = loaded.zip.getinfo(member).file_size
-                _check_npy_member(path, fh, size, f"NPZ array {key!r}")
-        except CorruptFileError:
+                check_npy_member(path, BoundedReader(fh, path, what, limit), size, what, compressed=True)
+            # Read through zipfile while counting the bytes it inflates: the member's declared
+            # size is not trusted, the limit is.
+            with loaded.zip.open(member) as fh:
+                arr = np.lib.format.read_array(BoundedReader(fh, path, what, limit), allow_pickle=False)
+        except InputFileError:
             raise
         except Exception as e:  # zipfile and zlib raise many types for damaged members
             raise CorruptFileError(path, f"could not read array {key!r} ({e.__class__.__name__}: {e})") from None
-        try:
-            arr = loaded[key]
-        except Exception as e:
-            raise CorruptFileError(path, f"could not read array {key!r} ({e.__class__.__name__}: {e})") from None
     return _points_from_array(path, arr)
+
+
+def _read_points(path: Path, ext: str) -> np.ndarray:
+    if ext == ".pcd":
+        return read_pcd(path)
+    if ext == ".ply":
+        check_ply_header(path)
+        try:
+            loaded = trimesh.load(str(path), file_type="ply", process=False)
+        except Exception as e:
+            raise CorruptFileError(path, f"could not parse PLY ({e.__class__.__name__}: {e})") from None
+        if not hasattr(loaded, "vertices"):
+            raise CorruptFileError(path, f"unexpected PLY content {type(loaded).__name__}")
+        return np.asarray(loaded.vertices, dtype=np.float64)
+    if ext in (".npy", ".npz"):
+        return _read_numpy(path, ext)
+    return _read_xyz(path)
 
 
 def load_points(path: str | os.PathLike) -> np.ndarray:
@@ -344,21 +291,10 @@ def load_points(path: str | os.PathLike) -> np.ndarray:
     ``xyz``/``pos``/``vertices``), or the only array.
     """
     path, ext = _check_file(path, POINT_EXTENSIONS, "point cloud")
-    if ext == ".pcd":
-        pts = read_pcd(path)
-    elif ext == ".ply":
-        _check_ply_header(path)
-        try:
-            loaded = trimesh.load(str(path), file_type="ply", process=False)
-        except Exception as e:
-            raise CorruptFileError(path, f"could not parse PLY ({e.__class__.__name__}: {e})") from None
-        if not hasattr(loaded, "vertices"):
-            raise CorruptFileError(path, f"unexpected PLY content {type(loaded).__name__}")
-        pts = np.asarray(loaded.vertices, dtype=np.float64)
-    elif ext in (".npy", ".npz"):
-        pts = _read_numpy(path, ext)
-    else:
-        pts = _read_xyz(path)
+    try:
+        pts = _read_points(path, ext)
+    except OSError as e:  # permission lost, I/O error, ... between the check and the read
+        raise unreadable(path, e) from None
     if len(pts) == 0:
         raise EmptyMeshError(path, "point cloud contains no points")
     bad = ~np.isfinite(pts).all(axis=1)

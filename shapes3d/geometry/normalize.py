@@ -15,6 +15,8 @@ import trimesh
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from shapes3d.errors import DegenerateGeometryError
+
 #: DeepSDF normalises into a sphere of radius 1/1.03, i.e. ``margin=0.03``.
 DEEPSDF_MARGIN = 0.03
 
@@ -86,6 +88,8 @@ def fit_transform(
     ``mode="sphere"``: the farthest point from the centre lands at radius ``1/(1+margin)``.
     ``mode="cube"``: the longest bounding-box side spans ``2/(1+margin)`` inside ``[-1, 1]^3``.
     ``center``: bounding-box centre (default; DeepSDF's choice) or the point centroid.
+    Raises :class:`~shapes3d.errors.DegenerateGeometryError` (path ``"input"``) when all points
+    coincide (zero extent): nothing can be scaled to a unit size.
     """
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
@@ -100,9 +104,14 @@ def fit_transform(
         extent = float(np.linalg.norm(pts - c, axis=1).max())
     else:
         extent = float(np.max(np.maximum(hi - c, c - lo)))
-    if not extent > 0:
-        raise ValueError("cannot normalise: all points coincide")
-    return Transform(tuple(c), 1.0 / ((1.0 + margin) * extent))
+    scale = 1.0 / ((1.0 + margin) * extent) if extent > 0 else np.inf
+    if not np.isfinite(scale):
+        # The file is not known here: the error names "input"; callers that know it re-raise
+        # with DegenerateGeometryError.for_path (run_preprocess does for every work function).
+        what = (f"all points coincide ({len(pts)} points, zero extent)" if not extent > 0
+                else f"the extent of its {len(pts)} points ({extent:g}) is too small to scale")
+        raise DegenerateGeometryError(problem=f"cannot normalise: {what}")
+    return Transform(tuple(c), scale)
 
 
 def normalize(geometry, **options) -> tuple[trimesh.Trimesh | np.ndarray, Transform]:

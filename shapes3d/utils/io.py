@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
+import re
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -18,6 +22,13 @@ from typing import IO
 from shapes3d.errors import InputFileError
 
 DATA_ROOT_ENV = "SHAPES3D_DATA_ROOT"
+log = logging.getLogger(__name__)
+
+# atomic_write's temp files: ".<target name>." + mkstemp's 8 random characters + ".tmp".
+_TEMP_PREFIX, _TEMP_SUFFIX = ".", ".tmp"
+_TEMP_PATTERN = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp", re.ASCII)
+#: Temp files younger than this may belong to a writer still running: left alone by default.
+STALE_TEMP_AGE_S = 3600.0
 
 
 def _current_umask() -> int:
@@ -38,7 +49,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -50,6 +61,55 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one :func:`atomic_write` gives its temp files (``.NAME.xxxxxxxx.tmp``)."""
+    return _TEMP_PATTERN.fullmatch(name) is not None
+
+
+def remove_stale_temporaries(
+    folder: str | os.PathLike, *, older_than_s: float = STALE_TEMP_AGE_S, recursive: bool = False
+) -> list[Path]:
+    """Delete the temp files :func:`atomic_write` left in ``folder`` when its process was killed.
+
+    A SIGKILL (or power loss) between creating and renaming the temp file leaves a
+    ``.NAME.xxxxxxxx.tmp`` behind. Only regular files matching exactly that pattern and last
+    modified more than ``older_than_s`` seconds ago are removed (a younger one may belong to a
+    writer still running); symlinks, folders and every other file are left alone. ``recursive``
+    also cleans subfolders (e.g. a cache's ``<xx>/`` folders; symlinked folders are not followed).
+    Returns the removed paths, sorted; a missing ``folder`` removes nothing.
+    """
+    root = Path(folder)
+    cutoff = time.time() - float(older_than_s)
+    removed: list[Path] = []
+    stack = [root]
+    while stack:
+        current = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for entry in entries:
+            try:
+                if recursive and entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                    continue
+                if not is_temporary(entry.name):
+                    continue
+                info = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(info.st_mode) or info.st_mtime > cutoff:
+                    continue
+                os.unlink(entry.path)
+            except FileNotFoundError:  # removed meanwhile (another cleaner, or its writer finished)
+                continue
+            except OSError as exc:
+                log.warning("could not remove stale temporary file %s: %s", entry.path, exc)
+                continue
+            removed.append(Path(entry.path))
+    if removed:
+        log.info("%s: removed %d stale temporary files left by interrupted writes", root, len(removed))
+    return sorted(removed)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -153,6 +153,12 @@ case("glb_huge_chunk.glb", b"glTF" + struct.pack("<II", 2, 47) + struct.pack("<I
      "JSON chunk declaring 4 GB (trimesh would allocate it before reading)")
 case("gltf_bad_json.gltf", '{"asset": {"version": "2.0"}, "meshes": [', "mesh", "CorruptFileError", "",
      "JSON cut off")
+case("gltf_huge_buffer.gltf", json.dumps({
+    "asset": {"version": "2.0"}, "buffers": [{"uri": "data:application/octet-stream;base64,AAAA",
+                                              "byteLength": 1 << 40}],
+    "meshes": [], "nodes": [], "scenes": [{"nodes": []}], "scene": 0}), "mesh", "TooLargeError",
+     "glTF buffer 0 declares 1099511627776 bytes uncompressed, over the limit",
+     "buffer declaring 1 TiB (over the uncompressed-size limit)")
 case("gltf_missing_buffer.gltf", json.dumps({
     "asset": {"version": "2.0"}, "buffers": [{"uri": "does-not-exist.bin", "byteLength": 36}],
     "bufferViews": [{"buffer": 0, "byteLength": 36}],
@@ -240,6 +246,9 @@ case("npy_wrong_shape.npy", npy_bytes("{'descr': '<f8', 'fortran_order': False, 
      "points", "CorruptFileError", "expected an (N, 3+) array of points, got shape (6, 2)", "(6, 2) array")
 case("npy_bad_header.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", 20) + b"{'descr': garbage!!}", "points",
      "CorruptFileError", "", "header is not a Python literal")
+case("npy_transposed.npy", npy_bytes("{'descr': '<f8', 'fortran_order': False, 'shape': (3, 4), }", FLOATS),
+     "points", "CorruptFileError", "array looks transposed: shape (3, 4); expected (N, 3) points",
+     "4 points stored as a (3, 4) array")
 case("npy_strings.npy", npy_bytes("{'descr': '<U1', 'fortran_order': False, 'shape': (2, 3), }",
                                   "abcdef".encode("utf-32-le")), "points", "CorruptFileError",
      "expected a numeric array", "array of strings")
@@ -253,6 +262,20 @@ def npz(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+def npz_declared(member: bytes, file_size: int) -> bytes:
+    """A one-member (points.npy, deflated) npz whose zip headers claim ``file_size`` uncompressed bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(zipfile.ZipInfo("points.npy", date_time=(1980, 1, 1, 0, 0, 0)), member,
+                    compress_type=zipfile.ZIP_DEFLATED)
+    data = bytearray(buf.getvalue())
+    size = struct.pack("<I", file_size)
+    data[22:26] = size  # local file header: uncompressed size
+    central = data.rfind(b"PK\x01\x02")
+    data[central + 24:central + 28] = size  # central directory: uncompressed size
+    return bytes(data)
+
+
 GOOD_NPY = npy_bytes("{'descr': '<f8', 'fortran_order': False, 'shape': (4, 3), }", FLOATS)
 case("npz_garbage.npz", garbage(200), "points", "CorruptFileError", "", "random bytes, not a zip")
 case("npz_truncated.npz", npz({"points.npy": GOOD_NPY})[:-40], "points", "CorruptFileError", "",
@@ -262,6 +285,9 @@ case("npz_two_arrays.npz", npz({"a.npy": GOOD_NPY, "b.npy": GOOD_NPY}), "points"
 case("npz_huge_member.npz", npz({"points.npy": npy_bytes(
     "{'descr': '<f8', 'fortran_order': False, 'shape': (2000000000, 3), }", FLOATS)}), "points",
      "CorruptFileError", "declares shape (2000000000, 3)", "member header declaring 48 GB")
+case("npz_bomb_declared.npz", npz_declared(GOOD_NPY.replace(b"(4, 3)", b"(160000000, 3)"), 3_840_000_128),
+     "points", "TooLargeError", "declares 3840000000 bytes uncompressed, over the limit",
+     "member declaring 3.8 GB uncompressed (a decompression bomb's header) in a 300-byte file")
 case("npz_object.npz", npz({"points.npy": npy_bytes("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }",
                                                     pickle.dumps([1.0], protocol=2))}), "points",
      "CorruptFileError", "NPZ array 'points' holds pickled objects", "object array member")
