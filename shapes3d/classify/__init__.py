@@ -1,7 +1,8 @@
 """Voxel classification: config, job functions that write their outputs, and the trained model.
 
 Jobs (each writes its outputs into a folder and returns what it wrote): :func:`train`,
-:func:`evaluate`, :func:`predict`, :func:`filters`. A lazy face: names resolve on first use.
+:func:`evaluate`, :func:`predict`, :func:`filters`, :func:`classviz_voxnet` (what the network thinks a class
+looks like). A lazy face: names resolve on first use.
 """
 
 from shapes3d.utils.lazy import lazy_face
@@ -12,6 +13,7 @@ __getattr__, __dir__, __all__ = lazy_face(__name__, {
     "evaluate": "shapes3d.classify.jobs",
     "predict": "shapes3d.classify.jobs",
     "filters": "shapes3d.classify.jobs",
+    "classviz_voxnet": "shapes3d.classify.visualize",
     # config
     "ClassifyConfig": "shapes3d.classify.config",
     "VoxNetConfig": "shapes3d.classify.config",

@@ -16,7 +16,7 @@ from shapes3d.errors import Interrupted, Shapes3DError
 from shapes3d.utils.progress import set_progress_enabled
 
 # Subcommand modules, in the order --help lists them.
-_COMMANDS = ("info", "data", "classify", "sdf", "render", "style", "demo")
+_COMMANDS = ("info", "data", "classify", "sdf", "render", "style", "vis", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """Loss functions: pure functions over batches (image losses over (B*V, 3, H, W); SDF losses over (N,)).
 
-Gram style, content, TV, SSIM, PSNR, LPIPS; the DeepSDF objective.
+Gram and MRF style, content, TV, SSIM, PSNR, LPIPS; the DeepSDF objective.
 
 A lazy face: names resolve on first use. ``sdf_objective`` is the function; its module is reached
 with ``from shapes3d.losses.sdf_objective import ...``.
@@ -20,6 +20,12 @@ __getattr__, __dir__, __all__ = lazy_face(__name__, {
     "ssim": "shapes3d.losses.image",
     "style_loss": "shapes3d.losses.image",
     "total_variation": "shapes3d.losses.image",
+    # MRF (patch nearest-neighbour) style
+    "mrf_loss": "shapes3d.losses.mrf",
+    "mrf_style_loss": "shapes3d.losses.mrf",
+    "style_patches": "shapes3d.losses.mrf",
+    "extract_patches": "shapes3d.losses.mrf",
+    "nearest_patches": "shapes3d.losses.mrf",
     # LPIPS (VGG16 features + learned linear layers)
     "LPIPSVGG": "shapes3d.losses.lpips",
     "lpips_from_features": "shapes3d.losses.lpips",

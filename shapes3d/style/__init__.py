@@ -1,6 +1,8 @@
-"""Image style jobs with VGG Gram losses: texture synthesis and style transfer.
+"""Jobs on the shared VGG features: Gram-matrix texture synthesis and style transfer, feature inversion,
+DeepDream, and gradient-ascent visualisation of VGG units and ImageNet classes.
 
-Jobs: :func:`texture`, :func:`transfer`. A lazy face: names resolve on first use.
+Jobs: :func:`texture`, :func:`transfer`, :func:`invert`, :func:`dream`, :func:`dream_views`,
+:func:`classviz_vgg`. A lazy face: names resolve on first use.
 """
 
 from shapes3d.utils.lazy import lazy_face
@@ -11,4 +13,13 @@ __getattr__, __dir__, __all__ = lazy_face(__name__, {
     "StyleConfig": "shapes3d.style.config",
     "synthesize_texture": "shapes3d.style.synthesis",
     "style_transfer": "shapes3d.style.synthesis",
+    "invert": "shapes3d.style.inversion",
+    "tv_beta": "shapes3d.style.inversion",
+    "dream": "shapes3d.style.dream",
+    "dream_views": "shapes3d.style.dream",
+    "classviz_vgg": "shapes3d.style.classviz",
+    "load_vgg_classifier": "shapes3d.style.classviz",
+    "InversionConfig": "shapes3d.style.vis_config",
+    "DreamConfig": "shapes3d.style.vis_config",
+    "ClassVizConfig": "shapes3d.style.vis_config",
 })
