@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import types
@@ -161,8 +162,53 @@ def _build(cls: type[C], data: Mapping[str, Any], *, prefix: str = "", source: s
         raise ConfigError(f"{source}: missing required key '{prefix}{missing[0]}' for {cls.__name__}")
     try:
         return cls(**kwargs)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"{source}: invalid {cls.__name__}: {e}") from None
+    except (ValueError, TypeError, ConfigError) as e:
+        msg = str(e)
+        head = msg.split("=", 1)[0].split(" ", 1)[0].split("[", 1)[0]
+        if prefix and head in fields:  # "lr=inf is out of range ..." -> "train.lr=inf is out of range ..."
+            msg = prefix + msg
+        raise ConfigError(f"{source}: invalid {cls.__name__}: {msg}") from None
+
+
+#: Seeds must fit torch's and numpy's generators: 0 <= seed <= MAX_SEED.
+MAX_SEED = 2**63 - 1
+
+
+def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
+    left = "(-inf" if lo is None else f"{'(' if lo_open else '['}{lo}"
+    right = "inf)" if hi is None else f"{hi}{')' if hi_open else ']'}"
+    return f"{left}, {right}"
+
+
+def check_range(name: str, value: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+                hi_open: bool = False) -> None:
+    """For a config's ``__post_init__``: raise ``ValueError("name=value is out of range [lo, hi]")`` unless
+    ``value`` is a finite number in the interval (``None`` bounds are open; ``lo_open``/``hi_open`` exclude the
+    bound). The loader turns it into a one-line ConfigError naming the key and the file."""
+    interval = _interval(lo, hi, lo_open, hi_open)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}={value!r} is not a number (valid range {interval})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name}={value!r} is not a finite number (valid range {interval})")
+    if (lo is not None and (value < lo or (lo_open and value == lo))) or \
+            (hi is not None and (value > hi or (hi_open and value == hi))):
+        raise ValueError(f"{name}={value!r} is out of range {interval}")
+
+
+def check_ranges(cfg: Any, **ranges: tuple) -> None:
+    """:func:`check_range` for several fields of ``cfg``: ``name=(lo, hi)`` or ``name=(lo, hi, lo_open,
+    hi_open)``; a tuple-valued field is checked item by item. Also every float field not named must be finite."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        spec = ranges.get(f.name)
+        items = list(value) if isinstance(value, (tuple, list)) else [value]
+        for i, v in enumerate(items):
+            name = f.name if not isinstance(value, (tuple, list)) else f"{f.name}[{i}]"
+            if spec is not None:
+                lo, hi, *flags = spec
+                check_range(name, v, lo, hi, lo_open=bool(flags and flags[0]), hi_open=len(flags) > 1 and flags[1])
+            elif isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{name}={v!r} is not a finite number")
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -346,5 +392,6 @@ def describe_config(cls, *, prefix: str = "") -> list[tuple[str, str, str, str]]
 __all__ = [
     "option", "field_docs", "load_config", "config_from_dict", "config_to_dict", "config_to_toml",
     "parse_override", "describe_config", "apply_overrides", "ConfigError", "presets", "find_preset", "locate_config",
+    "check_range", "check_ranges", "MAX_SEED",
 ]
 _ = typing  # keep typing importable for forward references in configs

@@ -86,6 +86,16 @@ class CheckpointError(InputFileError):
     """A checkpoint or cache file is missing keys, truncated, corrupted or unsafe."""
 
 
+class RunFolderError(Shapes3DError):
+    """A training run folder does not fit the request: it holds a run and neither ``--resume`` nor
+    ``--overwrite`` was given, ``--resume`` found nothing to resume, or the run to resume is finished or was
+    trained on other data or another architecture."""
+
+
+class DivergedError(Shapes3DError):
+    """Training stopped because the loss (or a weight) became NaN or infinite; the last good checkpoint is kept."""
+
+
 class WeightsNotFoundError(Shapes3DError):
     """No pretrained weights were found in any of the searched places."""
 

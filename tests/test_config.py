@@ -200,3 +200,33 @@ def test_apply_overrides_to_a_loaded_config():
     assert cfg.inner.lr == 0.25 and cfg.epochs == 5 and cfg.name == "x"
     with pytest.raises(ConfigError, match="unknown key 'inner.nope'"):
         apply_overrides(Outer(), ["inner.nope=1"])
+
+
+def test_range_checks_name_the_full_key_the_value_and_the_range():
+    import math
+
+    from shapes3d.classify.config import ClassifyTrainConfig
+    from shapes3d.config import check_range
+    from shapes3d.deepsdf.config import DeepSDFConfig
+    from shapes3d.deepsdf.views_config import ViewsConfig
+    from shapes3d.style.config import StyleConfig
+
+    cases = [
+        (DeepSDFConfig, "train.lr_decoder=nan", "train.lr_decoder=nan is not a finite number (valid range (0.0, inf))"),
+        (DeepSDFConfig, "train.clamp=-1", "train.clamp=-1.0 is out of range (0.0, inf)"),
+        (DeepSDFConfig, "fit.restarts=0", "fit.restarts=0 is out of range [1, 10000]"),
+        (DeepSDFConfig, "model.skip_at=[8]", "model.skip_at[0]=8 is out of range [1, 7]"),
+        (DeepSDFConfig, "samples.seed=-1", "samples.seed=-1 is out of range [0, 9223372036854775807]"),
+        (ViewsConfig, "render.size=100000", "render.size=100000 is out of range [11, 4096]"),
+        (ViewsConfig, "fit.steps=0", "fit.steps=0 is out of range [1, 10000000]"),
+        (StyleConfig, "tv_weight=inf", "tv_weight=inf is not a finite number (valid range [0.0, inf))"),
+    ]
+    for cls, override, expected in cases:
+        with pytest.raises(ConfigError) as err:
+            load_config(cls, None, overrides=[override])
+        assert expected in str(err.value) and "\n" not in str(err.value), (override, str(err.value))
+    with pytest.raises(ValueError, match="lr=inf is not a finite number"):  # direct construction: the same check
+        ClassifyTrainConfig(lr=math.inf)
+    with pytest.raises(ValueError, match=r"x=True is not a number"):
+        check_range("x", True, 0, 1)
+    check_range("x", 0.5, 0, 1)

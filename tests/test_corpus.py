@@ -239,7 +239,7 @@ def test_cli_preprocess_over_corpus_reports_every_bad_file(tmp_path, batch_folde
     argv = ["data", "preprocess", str(folder), "--out", str(out), "--set", "resolution=16",
             "--set", "object_size=12", "--set", "rotations=1"]
     with guarded(120):
-        assert main(argv) == 0
+        assert main(argv) == 1  # bad files skipped and reported: exit 1 with "N of M inputs skipped"
     printed = capsys.readouterr().out
     discovered_bad = [p for p in bad if p.suffix.lower() in SHAPE_EXTENSIONS]
     report = PreprocessReport.read(out / "report.json")

@@ -6,6 +6,7 @@ import csv
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import real_subset
 
@@ -170,7 +171,7 @@ def test_missing_root_file_root_and_bad_arguments(tmp_path):
     touch(tmp_path, "a.off")
     with pytest.raises(InputFileError, match="expected a dataset folder, got a file"):
         discover(tmp_path / "a.off")
-    with pytest.raises(ValueError, match=r"layout 'voc': expected one of \('auto', 'modelnet', 'shapenet', 'flat'\)"):
+    with pytest.raises(ValueError, match=r"layout 'voc': expected one of \('auto', 'modelnet', 'shapenet', 'deepsdf', 'flat'\)"):
         discover(tmp_path, layout="voc")
     with pytest.raises(ValueError, match="split 'dev'"):
         ManifestEntry("a", "dev", tmp_path / "a.off")
@@ -214,3 +215,60 @@ def test_load_csv_errors_name_the_file(tmp_path):
         load_csv(bad)
     with pytest.raises(MissingFileError, match="manifest CSV does not exist"):
         load_csv(tmp_path / "none.csv")
+
+
+def test_shape_ids_are_unique_shapenet_ids_or_shortest_distinguishing_paths():
+    from shapes3d.data.shape_ids import shape_names
+    from shapes3d.errors import Shapes3DError
+
+    shapenet = [f"/d/{s}/{i}/models/model_normalized.obj" for s, i in (("04379243", "aa"), ("02828884", "bb"))]
+    assert shape_names(shapenet) == ["04379243/aa", "02828884/bb"]
+    assert shape_names(["/r/SdfSamples/ShapeNetV2/03001627/x1.npz"]) == ["03001627/x1"]
+    assert shape_names(["/r/a/chair.obj", "/r/b/chair.obj", "/r/c/table.obj"]) == ["a/chair", "b/chair", "table"]
+    assert shape_names(["/r/x.obj", "/r/x.off"]) == ["x.obj", "x.off"]
+    with pytest.raises(Shapes3DError, match="shape id clash"):
+        shape_names(["/r/a/x.obj", "/r/a/x.obj"])
+
+
+def test_shapenet_classes_come_from_the_taxonomy_and_split_files_select_in_order(tmp_path):
+    import json
+
+    from shapes3d.data.discovery import apply_split_file
+
+    for syn, mid in (("04379243", "t1"), ("04379243", "t2"), ("02828884", "b1")):
+        (tmp_path / syn / mid / "models").mkdir(parents=True)
+        (tmp_path / syn / mid / "models" / "model_normalized.obj").write_text("v 0 0 0\n")
+    (tmp_path / "taxonomy.json").write_text(json.dumps([{"synsetId": "04379243", "name": "table,tabular array"}]))
+    m = discover(tmp_path)
+    assert sorted(m.classes) == ["02828884", "table"]
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"ShapeNetV2": {"04379243": ["t2", "missing"], "02828884": ["b1"]}}))
+    picked = apply_split_file(m, split)
+    assert [e.path.parts[-3] for e in picked] == ["t2", "b1"]
+
+
+def test_official_sdf_samples_layout_is_discovered(tmp_path):
+    folder = tmp_path / "SdfSamples" / "ShapeNetV2" / "03001627"
+    folder.mkdir(parents=True)
+    np.savez(folder / "c1.npz", pos=np.ones((2, 4), np.float32), neg=-np.ones((2, 4), np.float32))
+    (tmp_path / "NormalizationParameters" / "ShapeNetV2" / "03001627").mkdir(parents=True)
+    np.savez(tmp_path / "NormalizationParameters" / "ShapeNetV2" / "03001627" / "c1.npz", offset=np.zeros(3),
+             scale=np.ones(1))
+    for root in (tmp_path, tmp_path / "SdfSamples"):
+        m = discover(root)
+        assert m.layout == "deepsdf" and len(m) == 1 and m.entries[0].class_name == "03001627"
+
+
+def test_safe_child_nested_accepts_relative_ids_and_refuses_escapes(tmp_path):
+    from shapes3d.utils.io import safe_child
+
+    assert safe_child(tmp_path, "04379243/1a2b.ply", nested=True) == tmp_path / "04379243" / "1a2b.ply"
+    for bad in ("../x.ply", "a/../../x", "/etc/x", "a//b", "a/./b", "a\\b", "a/\x00b", "C:x/y"):
+        with pytest.raises(InputFileError, match="unsafe"):
+            safe_child(tmp_path, bad, nested=True)
+    with pytest.raises(InputFileError, match="path separator"):
+        safe_child(tmp_path, "04379243/1a2b.ply")  # not nested: one component only
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "link").symlink_to(tmp_path.parent)
+    with pytest.raises(InputFileError, match="symlink"):
+        safe_child(tmp_path / "out", "link/x.ply", nested=True)

@@ -196,3 +196,170 @@ def test_a_killed_runs_temporary_files_are_removed_on_start(tmp_path):
     keep.write_text("not ours")
     _fit(tmp_path, epochs=1)
     assert not stale.exists() and keep.exists() and (tmp_path / "last.pt").exists()
+
+
+# ----------------------------------------------------------------------------- run folders, identity, divergence
+def test_check_run_folder_refuses_what_would_lose_or_mix_runs(tmp_path):
+    from shapes3d.errors import RunFolderError
+
+    run = tmp_path / "run"
+    assert loop.check_run_folder(run, resume=False) is None  # nothing there: a fresh run
+    with pytest.raises(RunFolderError, match="no checkpoint \\(last.pt\\) to resume from"):
+        loop.check_run_folder(run, resume=True)
+    _fit(run, stop_after=1)
+    with pytest.raises(RunFolderError) as err:
+        loop.check_run_folder(run, resume=False)
+    msg = str(err.value)
+    assert str(run) in msg and "--resume" in msg and "--overwrite" in msg and "\n" not in msg
+    assert loop.check_run_folder(run, resume=True, epochs=3) == run / "last.pt"  # 1 of 3 epochs: resumable
+    _fit(run, resume=True)  # to the end
+    with pytest.raises(RunFolderError, match="the run is finished \\(epoch 3 of 3\\)"):
+        loop.check_run_folder(run, resume=True, epochs=3)
+    with pytest.raises(RunFolderError, match="exclude each other"):
+        loop.check_run_folder(run, resume=True, overwrite=True)
+    assert loop.check_run_folder(run, resume=False, overwrite=True) is None
+    assert not (run / "last.pt").exists() and not (run / "best.pt").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunFolderError, match="is a file, expected a run folder"):
+        loop.check_run_folder(tmp_path / "file", resume=False)
+
+
+def test_architecture_change_is_named_before_resuming(tmp_path):
+    from shapes3d.classify.config import ClassifyConfig, VoxNetConfig
+    from shapes3d.config import config_to_dict
+    from shapes3d.errors import RunFolderError
+
+    run = tmp_path / "run"
+    cfg = ClassifyConfig()
+    task = FakeTask()
+    task.payload = lambda: {**FakeTask.payload(task), "config": config_to_dict(cfg)}  # as the trainers' payloads
+    loop.fit(task, run, dist=CPU, gen=rng.seed_all(0), epochs=3, batch_size=4, stop_after=1, config=cfg)
+    wider = ClassifyConfig(model=VoxNetConfig(hidden=256))
+    with pytest.raises(RunFolderError, match="model.hidden 128 -> 256"):
+        loop.check_run_folder(run, resume=True, config=wider, architecture_keys=("model",))
+    loop.check_run_folder(run, resume=True, config=cfg, architecture_keys=("model",))
+
+
+class _IdTask(FakeTask):
+    def __init__(self, identity, **kw):
+        super().__init__(**kw)
+        self._identity = identity
+
+    def identity(self):
+        return self._identity
+
+
+def _id(names, sha, ordered=False, what="class list"):
+    return {"what": what, "names": names, "files": [f"{n}.off" for n in sha], "sha256": sha, "ordered": ordered}
+
+
+def test_resume_refuses_other_inputs_and_says_what_changed(tmp_path, caplog):
+    from shapes3d.errors import RunFolderError
+
+    def fit(identity, **kw):
+        gen = rng.seed_all(0)
+        return loop.fit(_IdTask(identity), tmp_path / "run", dist=CPU, gen=gen, epochs=3, batch_size=4, **kw)
+
+    fit(_id(["chair", "table"], ["a", "b", "c"]), stop_after=1)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["identity"]["names"] == ["chair", "table"]
+    with pytest.raises(RunFolderError, match="class list changed: 'table' renamed/removed, 'desk' added"):
+        fit(_id(["chair", "desk"], ["a", "b", "c"]), resume=True)
+    with pytest.raises(RunFolderError, match="training files changed: 1 removed or edited \\('c.off'\\)"):
+        fit(_id(["chair", "table"], ["a", "b", "z"]), resume=True)
+    fit(_id(["chair", "table"], ["c", "a", "b"]), resume=True, stop_after=1)  # same files, other order: fine
+    # a checkpoint written before identities existed resumes with a warning
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    del ck["identity"]
+    loop.save_checkpoint(tmp_path / "run" / "last.pt", ck)
+    with caplog.at_level("WARNING", logger="shapes3d.engine.loop"):
+        fit(_id(["other"], ["q"]), resume=True)
+    assert "before checkpoints recorded their inputs" in caplog.text
+
+
+def test_ordered_identity_compares_content_in_order():
+    old = _id(["s0", "s1"], ["a", "b"], ordered=True, what="shape list")
+    assert loop.identity_changes(old, _id(["x/s0", "x/s1"], ["a", "b"], ordered=True, what="shape list")) == []
+    swapped = loop.identity_changes(old, _id(["s1", "s0"], ["b", "a"], ordered=True, what="shape list"))
+    assert swapped and "in another order" in swapped[0]
+    grown = loop.identity_changes(old, _id(["s0", "s1", "s2"], ["a", "b", "c"], ordered=True, what="shape list"))
+    assert grown == ["shape list changed: 2 -> 3 inputs"]
+    unhashed = {**old, "sha256": [None, None]}
+    assert "renamed/removed" in loop.identity_changes(unhashed, {**unhashed, "names": ["s0", "s9"]})[0]
+
+
+class _Diverging(FakeTask):
+    """Finite until call ``bad_at``; then the loss is NaN (``mode="loss"``) or a weight is (``mode="weights"``)."""
+
+    def __init__(self, bad_at, mode):
+        super().__init__()
+        self.bad_at, self.mode = bad_at, mode
+
+    def step(self, batch, epoch, gen):
+        stats, n = super().step(batch, epoch, gen)
+        if self.calls >= self.bad_at:
+            if self.mode == "loss":
+                stats = {"loss": float("nan")}
+            else:
+                with torch.no_grad():
+                    self.model[1].weight.fill_(float("inf"))
+        return stats, n
+
+
+@pytest.mark.parametrize("mode", ["loss", "weights"])
+def test_non_finite_training_stops_and_keeps_the_last_good_checkpoint(tmp_path, mode):
+    from shapes3d.errors import DivergedError
+
+    run = tmp_path / "run"
+    gen = rng.seed_all(0)
+    good = loop.fit(FakeTask(), run, dist=CPU, gen=gen, epochs=1, batch_size=4)  # epoch 1, finite
+    before = load_checkpoint(good.last_path)
+    gen = rng.seed_all(0)
+    with pytest.raises(DivergedError) as err:
+        loop.fit(_Diverging(bad_at=2, mode=mode), run, dist=CPU, gen=gen, epochs=3, batch_size=4, resume=True)
+    msg = str(err.value)
+    assert "non-finite" in msg and f"the last good checkpoint is {run / 'last.pt'}" in msg and "\n" not in msg
+    after = load_checkpoint(run / "last.pt")
+    assert after["epoch"] == before["epoch"] == 1
+    for k in before["model"]:
+        assert torch.equal(before["model"][k], after["model"][k]) and torch.isfinite(after["model"][k]).all()
+
+
+def test_deepsdf_trainer_checks_shapes_and_architecture_on_resume(tmp_path):
+    """Shape i has code i: another shape list (by content, in order) or decoder width is refused by name."""
+    import dataclasses
+
+    import numpy as np
+
+    from shapes3d.data.sdf_dataset import SDFDataset, ShapeSamples
+    from shapes3d.deepsdf import trainer as sdf_train
+    from shapes3d.deepsdf.config import DeepSDFConfig
+    from shapes3d.errors import RunFolderError
+
+    def shape(seed):
+        r = np.random.default_rng(seed)
+        p = r.uniform(-1, 1, (200, 3)).astype(np.float32)
+        d = (np.linalg.norm(p, axis=1) - 0.5).astype(np.float32)
+        s = np.concatenate([p, d[:, None]], 1)
+        return ShapeSamples(s[d > 0], s[d <= 0], (0.0, 0.0, 0.0), 1.0)
+
+    files = [tmp_path / f"s{i}.off" for i in range(3)]
+    for i, f in enumerate(files):
+        f.write_text(f"OFF {i}\n")
+    data = SDFDataset([shape(i) for i in range(3)], names=[str(f) for f in files])
+    cfg = DeepSDFConfig()
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, latent_size=4, hidden=16, layers=3,
+                                                             skip_at=(2,), dropout=0.0),
+                              train=dataclasses.replace(cfg.train, epochs=2, shapes_per_batch=2, samples_per_shape=64,
+                                                        device="cpu"))
+    run = tmp_path / "run"
+    sdf_train.train(cfg, data, run, stop_after=1)
+    with pytest.raises(RunFolderError, match="already holds a training run"):
+        sdf_train.train(cfg, data, run)
+    files[1].write_text("OFF edited\n")
+    with pytest.raises(RunFolderError, match="shape list changed: 1 of 3 inputs differ in content"):
+        sdf_train.train(cfg, data, run, resume=True)
+    wide = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, hidden=32))
+    with pytest.raises(RunFolderError, match="model.hidden 16 -> 32"):
+        sdf_train.train(wide, data, run, resume=True)
+    files[1].write_text("OFF 1\n")
+    assert len(sdf_train.train(cfg, data, run, resume=True).history) == 2

@@ -232,3 +232,17 @@ def test_coarse_to_fine_with_other_safety_gives_the_dense_surface(safety):
     dense = extract_mesh(two_spheres, resolution=50, mode="dense")
     c2f = extract_mesh(two_spheres, resolution=50, safety=safety, coarse_stride=4)
     assert same_mesh(dense.mesh, c2f.mesh)
+
+
+def test_a_surface_reaching_the_box_is_closed_there_and_reported(caplog):
+    big = lambda p: np.linalg.norm(p - np.array([0.3, 0.0, 0.0]), axis=1) - 0.9  # noqa: E731 - pokes out at x=1
+    with caplog.at_level(logging.WARNING, logger="shapes3d.geometry.extract"):
+        closed = extract_mesh(big, resolution=33, mode="dense")
+    assert closed.touches_box > 0 and "closing the surface at the box" in caplog.text
+    assert closed.mesh.is_watertight
+    assert closed.mesh.vertices[:, 0].max() == pytest.approx(1.0, abs=1e-9)  # the cap lies on the box face
+    assert same_mesh(closed.mesh, extract_mesh(big, resolution=33, coarse_stride=8).mesh)
+    cut = extract_mesh(big, resolution=33, mode="dense", close=False)
+    assert cut.touches_box == closed.touches_box and not cut.mesh.is_watertight
+    inside = extract_mesh(sphere, resolution=33, mode="dense")
+    assert inside.touches_box == 0 and inside.mesh.is_watertight

@@ -159,7 +159,8 @@ def test_mesh_metrics_on_concentric_spheres():
     b.vertices *= 1.1
     m = mesh_metrics(a, b, n_points=5000, thresholds=(0.05, 0.2), emd_points=300, iou_resolution=24)
     assert set(m) == {"chamfer_deepsdf", "chamfer_l2_mean", "hausdorff", "normal_consistency", "emd_approx",
-                      "fscore@0.05", "fscore@0.2", "iou"}
+                      "fscore@0.05", "fscore@0.2", "iou", "accuracy@90", "completion@0.01"}
+    assert 0.09 < m["accuracy@90"] < 0.11 and m["completion@0.01"] == 0.0  # every point is ~0.1 from the other
     assert m["chamfer_deepsdf"] == pytest.approx(0.02, rel=0.1)
     assert m["fscore@0.05"] == 0.0 and m["fscore@0.2"] == 1.0
     assert m["normal_consistency"] > 0.99
@@ -195,3 +196,21 @@ def test_mesh_metrics_iou_is_nan_for_open_meshes(caplog):
     with caplog.at_level(logging.WARNING, logger="shapes3d.metrics.shape"):
         m = mesh_metrics(open_mesh, a, n_points=500, emd_points=50)
     assert np.isnan(m["iou"]) and "iou needs watertight meshes" in caplog.text
+
+
+def test_mesh_accuracy_and_completion_match_naive_loops(rng):
+    from shapes3d.metrics.shape import cloud_metrics, mesh_accuracy, mesh_completion
+
+    pred, gt = rng.normal(size=(60, 3)), rng.normal(size=(45, 3))
+    d_pg = np.array([min(np.linalg.norm(p - g) for g in gt) for p in pred])
+    d_gp = np.array([min(np.linalg.norm(g - p) for p in pred) for g in gt])
+    assert mesh_accuracy(pred, gt) == pytest.approx(np.sort(d_pg)[int(0.9 * 59)] + 0.9 * 59 % 1
+                                                    * (np.sort(d_pg)[int(0.9 * 59) + 1] - np.sort(d_pg)[int(0.9 * 59)]))
+    assert mesh_completion(pred, gt, threshold=0.5) == pytest.approx(sum(d <= 0.5 for d in d_gp) / len(gt))
+    m = cloud_metrics(pred, None, gt, None, completion_threshold=0.5)
+    assert np.isnan(m["normal_consistency"])
+    assert m["accuracy@90"] == pytest.approx(mesh_accuracy(pred, gt))
+    assert m["completion@0.5"] == pytest.approx(mesh_completion(pred, gt, threshold=0.5))
+    assert m["chamfer_deepsdf"] == pytest.approx((d_pg**2).mean() + (d_gp**2).mean())
+    with pytest.raises(ValueError, match="percentile"):
+        mesh_accuracy(pred, gt, percentile=101)

@@ -134,8 +134,8 @@ def test_load_errors(tmp_path):
     [
         ({"n_uniform": 600_000}, "n_uniform must be an integer in [0, n_samples=500000], got 600000"),
         ({"n_samples": 100_001, "n_uniform": 0}, "must be divisible by the number of variances (2)"),
-        ({"variances": (0.005, -1.0)}, "variances must be finite and > 0"),
-        ({"margin": -0.1}, "margin must be finite and >= 0, got -0.1"),
+        ({"variances": (0.005, -1.0)}, "variances[1]=-1.0 is out of range (0.0, 1.0]"),
+        ({"margin": -0.1}, "margin=-0.1 is out of range [0.0, 10.0]"),
         ({"sign_method": "normal"}, "sign_method must be one of"),
     ],
 )

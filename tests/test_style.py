@@ -89,3 +89,59 @@ def test_transfer_job_writes_the_image_curve_and_config(tmp_path):
     assert (tmp_path / "out" / "loss.png").stat().st_size > 0
     assert load(StyleConfig, tmp_path / "out" / "config.toml") == cfg
     assert job.first_loss == job.result.history[0]["total"] and job.reduction == job.first_loss / job.last_loss
+
+
+# ------------------------------------------------------------------ style.kind: Gram or MRF
+def test_texture_with_mrf_lowers_its_mrf_loss():
+    from shapes3d.losses.mrf import mrf_style_loss
+    from shapes3d.pretrained import load_vgg
+
+    torch.manual_seed(0)
+    example = to_image_tensor((np.random.default_rng(1).random((32, 32, 3)) * 255).astype(np.uint8), 32)
+    cfg = _cfg(kind="mrf", steps=6)
+    vgg = load_vgg(cfg.arch, weights="random", taps=cfg.mrf_layers, pool=cfg.pool)
+    res = synthesize_texture(example, cfg, vgg=vgg)
+    x0 = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(cfg.seed))
+    with torch.no_grad():
+        fa, f0, f1 = vgg(example), vgg(x0), vgg(res.image)
+    for tap in cfg.mrf_layers:  # the plain MRF energy of Li & Wand, layer by layer, drops from the start
+        assert float(mrf_style_loss(f1[tap], fa[tap], k=3)[0]) < float(mrf_style_loss(f0[tap], fa[tap], k=3)[0])
+    assert res.history[-1]["style"] < res.history[0]["style"]
+
+
+def test_mrf_configs_round_trip_through_the_strict_loader(tmp_path):
+    from shapes3d.config import config_to_toml
+    from shapes3d.deepsdf.views_config import ViewsConfig
+    from shapes3d.errors import ConfigError
+    from shapes3d.style.views_config import StyleViewsConfig
+
+    cases = [(StyleConfig, ['kind="mrf"', "mrf_patch=5", "mrf_layers=['relu2_1', 'relu3_1']", "mrf_chunk=64"]),
+             (ViewsConfig, ['style.kind="mrf"', "style.mrf_patch=2"]),
+             (StyleViewsConfig, ['kind="mrf"', "views=3"])]
+    for cls, overrides in cases:
+        cfg = load_config(cls, overrides=overrides)
+        path = tmp_path / f"{cls.__name__}.toml"
+        path.write_text(config_to_toml(cfg))
+        back = load_config(cls, path)
+        assert back == cfg and (back.style.kind if cls is ViewsConfig else back.kind) == "mrf"
+    assert StyleConfig().kind == "gram" and ViewsConfig().style.kind == "gram"
+    with pytest.raises(ConfigError, match="kind"):
+        load_config(StyleConfig, overrides=['kind="patches"'])
+    with pytest.raises(ValueError, match="need kind gram or mrf"):
+        StyleConfig(kind="patches")
+
+
+def test_the_gram_style_term_is_the_energy_weighted_gram_loss():
+    from shapes3d.losses.image import gram_matrix, style_loss
+    from shapes3d.losses.style_term import build_style_term
+
+    g = torch.Generator().manual_seed(0)
+    style = {"a": torch.rand(1, 4, 6, 6, generator=g), "b": torch.rand(1, 8, 3, 3, generator=g)}
+    x = {"a": torch.rand(2, 4, 6, 6, generator=g), "b": torch.rand(2, 8, 3, 3, generator=g)}
+    term = build_style_term(style, kind="gram", layers=("a", "b"))
+    grams = {k: gram_matrix(v) for k, v in style.items()}
+    weights = {k: 1.0 / float(v.pow(2).mean()) / 2 for k, v in grams.items()}
+    torch.testing.assert_close(term(x), style_loss(x, grams, weights=weights))
+    mrf = build_style_term(style, kind="mrf", layers=("a",), patch=3)
+    assert mrf.targets["a"].shape == (16, 4, 3, 3)
+    assert float(mrf({"a": style["a"]})[0]) == pytest.approx(0.0, abs=1e-10)  # its own patches: zero

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shapes3d.config import option
+from shapes3d.config import MAX_SEED, check_ranges, option
 from shapes3d.data.configs import VoxelCacheConfig
+from shapes3d.geometry.limits import MAX_VOXEL_RESOLUTION
+
+_BIG = 10**9  # a bound on counts that only catches typos and overflow (epochs, steps, batch sizes)
 
 
 @dataclass(frozen=True)
@@ -17,6 +20,9 @@ class VoxNetConfig:
     dropout: tuple[float, float, float] = option((0.2, 0.3, 0.4), "Dropout after conv1, after the pool, after fc1.")
     batch_norm: bool = option(False, "Add batch normalisation after each conv and fc1 (not in the paper).")
 
+    def __post_init__(self) -> None:
+        check_ranges(self, filters=(1, 4096), hidden=(1, 65536), dropout=(0.0, 1.0, False, True))
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -26,6 +32,9 @@ class AugmentConfig:
     mirror: bool = option(True, "Randomly mirror across a vertical plane (keeps the up axis).")
     translate: int = option(2, "Random shift of up to this many voxels along each axis.")
     balanced: bool = option(False, "Sample classes with equal probability instead of by frequency.")
+
+    def __post_init__(self) -> None:
+        check_ranges(self, translate=(0, MAX_VOXEL_RESOLUTION))
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,10 @@ class ClassifyTrainConfig:
     checkpoint_steps: int = option(0, "Also write last.pt every this many steps within an epoch (0: at epoch ends).")
 
     def __post_init__(self) -> None:
+        check_ranges(self, epochs=(1, _BIG), batch_size=(1, _BIG), lr=(0.0, None, True), weight_decay=(0.0, None),
+                     step_epochs=(1, _BIG), gamma=(0.0, 1.0, True), label_smoothing=(0.0, 1.0, False, True),
+                     val_fraction=(0.0, 1.0, False, True), seed=(0, MAX_SEED), workers=(1, 1024),
+                     checkpoint_steps=(0, _BIG))
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
         if self.optimizer not in ("adam", "sgd"):
@@ -73,3 +86,8 @@ class ClassifyConfig:
     train: ClassifyTrainConfig = option(doc="Optimisation.", factory=ClassifyTrainConfig)
     vote: bool = option(True, "Evaluate by averaging class probabilities over all cached rotations.")
     mirror_vote: bool = option(False, "Also average over each rotation's mirror image (twice the inference).")
+
+    def __post_init__(self) -> None:
+        if self.augment.translate > self.data.resolution // 2:
+            raise ValueError(f"augment.translate={self.augment.translate} is out of range [0, "
+                             f"{self.data.resolution // 2}] (half of data.resolution={self.data.resolution})")

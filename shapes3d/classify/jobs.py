@@ -26,9 +26,22 @@ from shapes3d.data.preprocess import run_preprocess
 from shapes3d.data.tasks import VOXELS_VERSION, voxel_task
 from shapes3d.data.voxel_dataset import build_voxel_set
 from shapes3d.engine.distributed import main_process_first
-from shapes3d.engine.jobs import default_cache_dir, expand_shape_paths, load_manifest
+from shapes3d.engine.jobs import (
+    MAX_WORKERS,
+    check_file_path,
+    check_folder,
+    check_int,
+    check_stop_after,
+    default_cache_dir,
+    expand_shape_paths,
+    input_hashes,
+    load_manifest,
+    split_entries,
+    unique_names,
+)
+from shapes3d.engine.loop import check_run_folder
 from shapes3d.engine.plots import plot_filters
-from shapes3d.errors import Shapes3DError
+from shapes3d.errors import MissingFileError, Shapes3DError
 from shapes3d.utils.io import atomic_write_text
 from shapes3d.utils.progress import progress
 
@@ -65,21 +78,27 @@ class TrainJobResult:
 
 
 def train(cfg: ClassifyConfig | PathLike, data: PathLike, out: PathLike, *, cache: PathLike | None = None,
-          split: str = "train", resume: bool = False, stop_after: int | None = None) -> TrainJobResult:
+          split: str = "train", resume: bool = False, stop_after: int | None = None,
+          overwrite: bool = False) -> TrainJobResult:
     """Voxelize the ``split`` of ``data`` (all shapes if it has none) through the cache, then train VoxNet.
 
     ``cfg`` is a config or a TOML file. Under ``torchrun`` rank 0 fills the cache first and
     the other ranks read it. See :func:`shapes3d.classify.trainer.train` for ``resume`` and
-    ``stop_after``.
+    ``stop_after``. A folder ``out`` holding a run is refused unless ``resume`` or ``overwrite``
+    (:func:`~shapes3d.engine.loop.check_run_folder`), before anything is voxelized.
     """
     cfg = cfg if isinstance(cfg, ClassifyConfig) else load_config(ClassifyConfig, cfg)
+    check_stop_after(stop_after)
+    check_run_folder(out, resume=resume, overwrite=overwrite, epochs=cfg.train.epochs, config=cfg,
+                     architecture_keys=trainer.ARCHITECTURE_KEYS)
     manifest = load_manifest(data)
-    entries = manifest.filter(split=split).entries or manifest.entries
+    entries = split_entries(manifest, split, data)
     with main_process_first():
-        voxels, _ = build_voxel_set(entries, cfg.data, cache_dir=_cache(cache), workers=cfg.train.workers,
-                                    desc=f"voxelize {split}")
+        voxels, report = build_voxel_set(entries, cfg.data, cache_dir=_cache(cache), workers=cfg.train.workers,
+                                         desc=f"voxelize {split}")
     log.info("train set: %d shapes, %d classes; %d skipped", len(voxels), len(voxels.classes), len(voxels.skipped))
-    res = trainer.train(cfg, voxels, out, resume=resume, stop_after=stop_after)
+    res = trainer.train(cfg, voxels, out, resume=resume, stop_after=stop_after,
+                        input_sha256=input_hashes(voxels.paths, report.results))
     return TrainJobResult(Path(out), res.best_val_acc, res.history, res.best_path, res.last_path, len(voxels),
                           list(voxels.classes), list(voxels.skipped), res.interrupted)
 
@@ -111,13 +130,13 @@ def evaluate(checkpoint: PathLike, data: PathLike, *, out: PathLike | None = Non
     processes voxelize shapes missing from the cache.
     """
     checkpoint = Path(checkpoint)
+    check_int("workers", workers, 1, MAX_WORKERS)
+    out = Path(out) if out is not None else checkpoint.parent / f"eval-{split}"
+    check_folder(out, "--out")
     model, cfg, classes = evaluation.load_classifier(checkpoint)
-    entries = load_manifest(data).filter(split=split).entries
-    if not entries:
-        raise Shapes3DError(f"{data}: no shapes in split {split!r}")
+    entries = split_entries(load_manifest(data), split, data, fallback=False)
     test_set, _ = build_voxel_set(entries, cfg.data, cache_dir=_cache(cache), classes=classes, workers=workers,
                                   desc=f"voxelize {split}")
-    out = Path(out) if out is not None else checkpoint.parent / f"eval-{split}"
     metrics = evaluation.evaluate(model, cfg, test_set, out, vote=vote, mirror_vote=mirror_vote)
     return EvaluateResult(metrics, out, list(test_set.skipped))
 
@@ -129,6 +148,8 @@ class PredictResult:
     predictions: list[tuple[Path, list[tuple[str, float]]]]
     skipped: Skipped = field(default_factory=list)
     json_path: Path | None = None
+    inputs: int = 0  #: input files (after expanding folders): ``len(predictions) + len(skipped)``
+    names: list[str] = field(default_factory=list)  #: a distinct name per prediction (the JSON's ``name``)
 
 
 def predict(checkpoint: PathLike, paths: Sequence[PathLike] | PathLike, *, top_k: int = 3,
@@ -139,12 +160,23 @@ def predict(checkpoint: PathLike, paths: Sequence[PathLike] | PathLike, *, top_k
     others go on. The voxel grids are computed directly, or read from / written to ``cache``
     when one is given. ``out`` also writes the predictions as JSON.
     """
+    check_int("top_k", top_k, 1, None)
+    json_path = Path(out) if out is not None else None
+    if json_path is not None:
+        check_file_path(json_path, "--json")
+    given = _as_list(paths)
+    if given and not any(Path(p).exists() for p in given):
+        raise MissingFileError(given[0], "file does not exist" + (f" (nor do the other {len(given) - 1} inputs)"
+                                                                  if len(given) > 1 else ""))
+    files = expand_shape_paths(given)
+    if not files:
+        raise Shapes3DError(f"no mesh or point-cloud files in {', '.join(map(str, _as_list(paths)))}")
     model, cfg, classes = evaluation.load_classifier(checkpoint, device=device)
     dev = next(model.parameters()).device
     params = dataclasses.asdict(cfg.data)
     if not cfg.vote:
         params["rotations"] = 1
-    files = expand_shape_paths(paths)
+    names = dict(zip(files, unique_names(files)))
     grids_of = _cached_grids(files, params, cache) if cache is not None else _computed_grids(files, params)
     predictions, skipped = [], []
     for path, grids in grids_of:
@@ -155,11 +187,15 @@ def predict(checkpoint: PathLike, paths: Sequence[PathLike] | PathLike, *, top_k
                                      mirror_vote=cfg.mirror_vote)[0]
         order = np.argsort(-p)[:top_k]
         predictions.append((path, [(classes[i], float(p[i])) for i in order]))
-    json_path = Path(out) if out is not None else None
     if json_path is not None:
-        atomic_write_text(json_path, json.dumps({"predictions": [{"path": str(p), "top": t} for p, t in predictions],
-                                                 "skipped": [[str(p), r] for p, r in skipped]}, indent=2))
-    return PredictResult(predictions, skipped, json_path)
+        atomic_write_text(json_path, json.dumps(
+            {"predictions": [{"name": names[p], "path": str(p), "top": t} for p, t in predictions],
+             "skipped": [[str(p), r] for p, r in skipped], "inputs": len(files)}, indent=2))
+    return PredictResult(predictions, skipped, json_path, len(files), [names[p] for p, _ in predictions])
+
+
+def _as_list(paths) -> list:
+    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
 
 
 def _computed_grids(files: list[Path], params: dict):
@@ -192,8 +228,9 @@ class FiltersResult:
 def filters(checkpoint: PathLike, *, out: PathLike | None = None) -> FiltersResult:
     """Draw each first-layer 5^3 filter as a row of its depth slices (default ``filters.png`` beside the checkpoint)."""
     checkpoint = Path(checkpoint)
-    model, _, _ = evaluation.load_classifier(checkpoint, device="cpu")
     path = Path(out) if out is not None else checkpoint.parent / "filters.png"
+    check_file_path(path, "--out")
+    model, _, _ = evaluation.load_classifier(checkpoint, device="cpu")
     weights = model.first_layer_filters.numpy()
     plot_filters(weights, path, title=f"first-layer filters of {checkpoint.name}")
     return FiltersResult(path, int(weights.shape[0]))

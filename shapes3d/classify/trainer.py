@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,13 +33,16 @@ from shapes3d.data.voxel_dataset import (
     stratified_split,
 )
 from shapes3d.engine.distributed import Dist, batch_to, setup, wrap_ddp
-from shapes3d.engine.loop import Task, fit
+from shapes3d.engine.jobs import input_hashes
+from shapes3d.engine.loop import Task, check_run_folder, fit
 from shapes3d.engine.rng import seed_all
 from shapes3d.models.voxnet import VoxNet
 
 __all__ = ["FORMAT", "ClassifyTask", "TrainResult", "build_model", "train", "train_step"]
 
 log = logging.getLogger(__name__)
+#: The config keys that fix VoxNet's weight shapes (the input resolution sets the first fc layer's width).
+ARCHITECTURE_KEYS = ("model", "data.resolution")
 
 
 def _optimizer(cfg: ClassifyConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -85,13 +88,17 @@ class ClassifyTask(Task):
     """VoxNet on the training part of a voxel set; validation on the held-out part at each epoch end."""
 
     required_keys = ("model", "optimizer", "scheduler")
+    architecture_keys = ARCHITECTURE_KEYS
     sum_keys = ("loss", "acc")
     unit = "batch"
     curves_title = "VoxNet training"
 
-    def __init__(self, cfg: ClassifyConfig, train_set: VoxelSet, dist: Dist) -> None:
+    def __init__(self, cfg: ClassifyConfig, train_set: VoxelSet, dist: Dist,
+                 input_sha256: Sequence[str | None] | None = None) -> None:
         t = cfg.train
         self.cfg, self.dist, self.classes = cfg, dist, train_set.classes
+        self.files = [str(p) for p in train_set.paths]
+        self.sha256 = list(input_sha256) if input_sha256 is not None else input_hashes(train_set.paths)
         tr_idx, va_idx = stratified_split(train_set.labels, t.val_fraction, seed=t.seed)
         self.tr, self.va = train_set.subset(tr_idx), train_set.subset(va_idx)
         model = build_model(cfg, len(self.classes))
@@ -158,6 +165,10 @@ class ClassifyTask(Task):
                 "scheduler": self.sched.state_dict(), "config": config_to_dict(self.cfg),
                 "classes": list(self.classes), "best_val_acc": self.best}
 
+    def identity(self) -> dict:
+        return {"what": "class list", "names": list(self.classes), "files": self.files, "sha256": self.sha256,
+                "ordered": False}
+
     def load(self, ck: dict) -> None:
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
@@ -175,7 +186,8 @@ class TrainResult:
 
 
 def train(cfg: ClassifyConfig, train_set: VoxelSet, out_dir: str | Path, *, resume: bool = False,
-          stop_after: int | None = None) -> TrainResult:
+          stop_after: int | None = None, overwrite: bool = False,
+          input_sha256: Sequence[str | None] | None = None) -> TrainResult:
     """Train on ``train_set`` (a validation split is carved from it); writes checkpoints, CSV log and curves.
 
     ``resume`` continues from ``out_dir/last.pt`` (also from the middle of an epoch);
@@ -183,13 +195,19 @@ def train(cfg: ClassifyConfig, train_set: VoxelSet, out_dir: str | Path, *, resu
     resume later and the result equals one uninterrupted run). Under ``torchrun`` each rank
     trains on its slice of every global batch (DistributedDataParallel); SIGINT/SIGTERM
     save the exact position and return with ``interrupted`` set.
+
+    ``out_dir`` must not hold a run unless ``resume`` (continue it) or ``overwrite`` (replace it), see
+    :func:`shapes3d.engine.loop.check_run_folder`; resume refuses other classes, training files (by content:
+    ``input_sha256``, one per shape of ``train_set``, or read from its files) or architecture.
     """
     t = cfg.train
+    check_run_folder(out_dir, resume=resume, overwrite=overwrite, epochs=t.epochs, config=cfg,
+                     architecture_keys=ARCHITECTURE_KEYS)
     dist = setup(t.device)
     if dist.is_main:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     gen = seed_all(t.seed)
-    task = ClassifyTask(cfg, train_set, dist)
+    task = ClassifyTask(cfg, train_set, dist, input_sha256)
     res = fit(task, out_dir, dist=dist, gen=gen, epochs=t.epochs, batch_size=t.batch_size, config=cfg,
               checkpoint_steps=t.checkpoint_steps, checkpoint_every=1, resume=resume, stop_after=stop_after)
     return TrainResult(task.best, res.history, res.best_path, res.last_path, interrupted=res.interrupted)

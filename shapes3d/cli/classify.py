@@ -9,7 +9,11 @@ from shapes3d.classify.config import ClassifyConfig
 from shapes3d.cli.common import (
     DEFAULT_CACHE,
     add_config_args,
+    batch_exit,
     config_help,
+    int_range,
+    output_file,
+    output_folder,
     print_skipped,
     report_interrupted,
     require_inputs,
@@ -28,10 +32,15 @@ def register(sub) -> None:
                                     "VoxNet with augmentation; writes best.pt, last.pt, log.csv, curves.png.",
                         epilog=config_help(ClassifyConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--data", required=True, type=Path, help="dataset folder (ModelNet-style) or manifest CSV")
-    t.add_argument("--out", type=Path, default=Path("runs/classify"), help="run folder (default runs/classify)")
-    t.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "voxels", help="voxel cache folder")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    t.add_argument("--stop-after", type=int, default=None, metavar="N",
+    t.add_argument("--out", type=output_folder, default=Path("runs/classify"),
+                   help="run folder (default runs/classify); one that holds a run needs --resume or --overwrite")
+    t.add_argument("--cache", type=output_folder, default=DEFAULT_CACHE / "voxels", help="voxel cache folder")
+    t.add_argument("--split", default="train", help="split to train on when the dataset has splits (default train)")
+    mode = t.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last.pt")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="replace the run in OUT (its last.pt and best.pt are deleted first)")
+    t.add_argument("--stop-after", type=int_range(1), default=None, metavar="N",
                    help="stop after N epochs of this invocation (resume later with --resume)")
     add_config_args(t, "voxnet.toml")
     t.set_defaults(handler=run_train)
@@ -42,8 +51,10 @@ def register(sub) -> None:
     e.add_argument("checkpoint", type=Path)
     e.add_argument("--data", required=True, type=Path, help="dataset folder or manifest CSV")
     e.add_argument("--split", default="test", help="split to evaluate (default test)")
-    e.add_argument("--out", type=Path, default=None, help="output folder (default: beside the checkpoint)")
-    e.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "voxels")
+    e.add_argument("--out", type=output_folder, default=None, help="output folder (default: beside the checkpoint)")
+    e.add_argument("--cache", type=output_folder, default=DEFAULT_CACHE / "voxels")
+    e.add_argument("--workers", type=int_range(1, 1024), default=1,
+                   help="processes voxelizing shapes missing from the cache (default 1)")
     vote = e.add_mutually_exclusive_group()
     vote.add_argument("--no-vote", action="store_true", help="use only the unrotated copy")
     vote.add_argument("--mirror-vote", action="store_true",
@@ -54,14 +65,15 @@ def register(sub) -> None:
                          description="Classify meshes or point clouds (files or folders, recursively).")
     pr.add_argument("checkpoint", type=Path)
     pr.add_argument("paths", nargs="+", type=Path)
-    pr.add_argument("--top-k", type=int, default=3)
-    pr.add_argument("--json", type=Path, default=None, help="also write the predictions as JSON")
+    pr.add_argument("--top-k", type=int_range(1, 1000), default=3, help="classes shown per input (default 3)")
+    pr.add_argument("--json", type=output_file, default=None, help="also write the predictions as JSON")
     pr.set_defaults(handler=run_predict)
 
     f = csub.add_parser("filters", help="PNG of the first-layer 5^3 filters as slices",
                         description="Draw each first-layer filter as a row of its 5 depth slices.")
     f.add_argument("checkpoint", type=Path)
-    f.add_argument("--out", type=Path, default=None, help="PNG path (default: filters.png beside the checkpoint)")
+    f.add_argument("--out", type=output_file, default=None,
+                   help="PNG path (default: filters.png beside the checkpoint)")
     f.set_defaults(handler=run_filters)
 
 
@@ -71,7 +83,8 @@ def run_train(args: argparse.Namespace) -> int:
     from shapes3d.engine.distributed import is_main_process
 
     cfg = resolve_config(ClassifyConfig, args)
-    res = train(cfg, args.data, args.out, cache=args.cache, resume=args.resume, stop_after=args.stop_after)
+    res = train(cfg, args.data, args.out, cache=args.cache, split=args.split, resume=args.resume,
+                stop_after=args.stop_after, overwrite=args.overwrite)
     main = is_main_process()
     if main:
         print(f"train set: {res.n_shapes} shapes, {len(res.classes)} classes; {len(res.skipped)} skipped")
@@ -90,7 +103,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from shapes3d.classify.jobs import evaluate
 
     res = evaluate(args.checkpoint, args.data, out=args.out, split=args.split, cache=args.cache,
-                   vote=not args.no_vote, mirror_vote=True if args.mirror_vote else None)
+                   vote=not args.no_vote, mirror_vote=True if args.mirror_vote else None, workers=args.workers)
     m = res.metrics
     width = max(len(c) for c in m["classes"])
     print(f"{'class':<{width}}  accuracy  support")
@@ -112,7 +125,9 @@ def run_predict(args: argparse.Namespace) -> int:
     for path, top in res.predictions:
         print(f"{path}: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
     print_skipped(res.skipped)
-    return 0 if res.predictions else 2
+    if res.json_path is not None:
+        print(f"predictions written to {res.json_path}")
+    return batch_exit(res.inputs, len(res.skipped))
 
 
 def run_filters(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from shapes3d.config import config_to_toml, describe_config, load_config, locate_config
@@ -21,6 +22,66 @@ def require_inputs(*paths: Path | None) -> None:
     for path in paths:
         if path is not None and not Path(path).exists():
             raise MissingFileError(path)
+
+
+def int_range(lo: int, hi: int | None = None):
+    """An argparse ``type=``: an integer in ``[lo, hi]`` (``hi=None``: no upper bound). A bad value is argparse's
+    usage error naming the option, e.g. ``argument --views: 0 is out of range [1, 360]`` (exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{value} is out of range [{lo}, {'inf)' if hi is None else f'{hi}]'}")
+        return value
+
+    parse.__name__ = "int"
+    parse.bounds = (lo, hi)  # tests/test_cli_bad_args.py finds range-checked options by this
+    return parse
+
+
+def float_range(lo: float, hi: float, *, open_ends: bool = False):
+    """An argparse ``type=``: a finite number in ``[lo, hi]`` (``(lo, hi)`` with ``open_ends``)."""
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        inside = lo < value < hi if open_ends else lo <= value <= hi
+        if not math.isfinite(value) or not inside:
+            interval = f"({lo}, {hi})" if open_ends else f"[{lo}, {hi}]"
+            raise argparse.ArgumentTypeError(f"{text} is out of range {interval}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+def output_folder(text: str) -> Path:
+    """An argparse ``type=`` for an output folder: refused when it names an existing file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, expected a folder")
+    return path
+
+
+def output_file(text: str) -> Path:
+    """An argparse ``type=`` for an output file: refused when it names an existing folder."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder, expected a file path")
+    return path
+
+
+def batch_exit(inputs: int, skipped: int, what: str = "inputs") -> int:
+    """The exit code of a batch job (0, or 1 when any input was skipped), printing the one-line summary."""
+    if skipped:
+        print(f"{skipped} of {inputs} {what} skipped", file=sys.stderr)
+        return 1
+    return 0
 
 
 def add_config_args(parser: argparse.ArgumentParser, default: str | None) -> None:

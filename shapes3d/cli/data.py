@@ -8,14 +8,20 @@ import logging
 from pathlib import Path
 
 from shapes3d.cli.common import (
+    DEFAULT_CACHE,
     add_config_args,
+    batch_exit,
     config_help,
+    int_range,
+    output_file,
+    output_folder,
     print_skipped,
     require_inputs,
     resolve_config,
     write_resolved_config,
 )
 from shapes3d.data.configs import SynthConfig, VoxelCacheConfig
+from shapes3d.errors import Shapes3DError
 
 log = logging.getLogger("shapes3d.cli")
 
@@ -53,9 +59,9 @@ def register(sub) -> None:
                         description="Write a seeded synthetic dataset of watertight parametric shapes "
                                     "(chair, table, lamp, mug, ...) as a ModelNet-style folder with a manifest.",
                         epilog=config_help(SynthConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--out", required=True, type=Path, help="output folder")
-    s.add_argument("--per-class", type=int, help="shapes per family (overrides per_class)")
-    s.add_argument("--seed", type=int, help="master seed (overrides seed)")
+    s.add_argument("--out", required=True, type=output_folder, help="output folder")
+    s.add_argument("--per-class", type=int_range(1, 1_000_000), help="shapes per family (overrides per_class)")
+    s.add_argument("--seed", type=int_range(0, 2**63 - 1), help="master seed (overrides seed)")
     add_config_args(s, "synth.toml")
     s.set_defaults(handler=run_synth)
 
@@ -64,7 +70,7 @@ def register(sub) -> None:
                                     "ShapeNet-style (root/<synset>/<id>/models/model_normalized.obj) or flat folder.")
     d.add_argument("root", type=Path, help="dataset folder")
     d.add_argument("--layout", default="auto", choices=("auto", "modelnet", "shapenet", "flat"))
-    d.add_argument("--out", type=Path, help="manifest CSV to write (default: print a summary only)")
+    d.add_argument("--out", type=output_file, help="manifest CSV to write (default: print a summary only)")
     d.set_defaults(handler=run_discover)
 
     pp = dsub.add_parser("preprocess", help="preprocess a dataset into a cache (parallel, sharded, resumable)",
@@ -74,8 +80,16 @@ def register(sub) -> None:
                          epilog=config_help(VoxelCacheConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
     pp.add_argument("root", type=Path, help="dataset folder or manifest CSV")
     pp.add_argument("--task", default="voxels", choices=sorted(TASKS))
-    pp.add_argument("--out", type=Path, required=True, help="cache folder")
-    pp.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    pp.add_argument("--out", type=output_folder, required=True,
+                    help="cache folder (--format cache) or the official data source to write (--format deepsdf)")
+    pp.add_argument("--format", choices=("cache", "deepsdf"), default="cache",
+                    help="deepsdf (with --task sdf): also write OUT/SdfSamples/<dataset>/<class>/<id>.npz, "
+                         "NormalizationParameters (official offset sign: (x + offset) * scale) and split.json; "
+                         "the samples are cached in --cache")
+    pp.add_argument("--dataset", default="ShapeNetV2", help="dataset folder name of --format deepsdf")
+    pp.add_argument("--cache", type=Path, default=None, help="sample cache of --format deepsdf (default: the sdf cache)")
+    pp.add_argument("--workers", type=int_range(1, 1024), default=1,
+                    help="worker processes (default 1; capped by the CPUs and ~600 MB of memory per worker)")
     pp.add_argument("--shard", default=None, metavar="I/N", help="process only shard I of N (0-based)")
     pp.add_argument("--layout", default="auto", choices=("auto", "modelnet", "shapenet", "flat"))
     add_config_args(pp, None)
@@ -85,7 +99,7 @@ def register(sub) -> None:
                         description="Copy every verified entry of the SOURCE cache folders into --out; entries "
                                     "failing their checksum are left out and listed.")
     m.add_argument("sources", nargs="+", type=Path, help="cache folders to merge")
-    m.add_argument("--out", required=True, type=Path, help="destination cache folder")
+    m.add_argument("--out", required=True, type=output_folder, help="destination cache folder")
     m.set_defaults(handler=run_merge)
 
 
@@ -133,9 +147,17 @@ def run_preprocess_cmd(args: argparse.Namespace) -> int:
     cfg = resolve_config(cls_fn(), args)
     fn, params, version = task_fn(cfg)
     manifest = load_manifest(args.root, layout=args.layout)
+    if args.format == "deepsdf" and args.task != "sdf":
+        raise Shapes3DError(f"--format deepsdf writes SDF samples: it needs --task sdf, got --task {args.task}")
     args.out.mkdir(parents=True, exist_ok=True)
-    report = run_preprocess(manifest.entries, fn, params=params, cache_dir=args.out,
+    cache = args.out if args.format == "cache" else (args.cache or DEFAULT_CACHE / "sdf")
+    report = run_preprocess(manifest.entries, fn, params=params, cache_dir=cache,
                             workers=args.workers, shard=args.shard, desc=f"{args.task}", version=version)
+    if args.format == "deepsdf":
+        from shapes3d.data.deepsdf_layout import write_official_dataset
+
+        written = write_official_dataset(manifest.entries, report.results, args.out, dataset=args.dataset)
+        print(f"wrote {len(written)} official sample files to {args.out / 'SdfSamples' / args.dataset}")
     write_resolved_config(cfg, args.out)
     suffix = "" if report.shard is None else f"-shard{report.shard[0]}of{report.shard[1]}"
     report_path = args.out / f"report{suffix}.json"
@@ -143,7 +165,7 @@ def run_preprocess_cmd(args: argparse.Namespace) -> int:
     print(report.summary())
     print_skipped(report.skipped)
     print(f"report written to {report_path}")
-    return 0
+    return batch_exit(report.computed + report.cached + len(report.skipped), len(report.skipped))
 
 
 def run_merge(args: argparse.Namespace) -> int:

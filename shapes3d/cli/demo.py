@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from shapes3d.cli.common import resolve_config
+from shapes3d.cli.common import int_range, output_folder, resolve_config
 
 
 def register(sub) -> None:
@@ -15,9 +15,9 @@ def register(sub) -> None:
                                    "train a small DeepSDF on a few shapes, fit a held-out shape from full and partial "
                                    "data, interpolate and extract meshes; render contact sheets; synthesise a texture "
                                    "from a scikit-image sample. Results land in --out.")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
-    p.add_argument("--per-class", type=int, default=16, help="shapes per family (default 16)")
-    p.add_argument("--workers", type=int, default=1, help="preprocessing worker processes (default 1)")
+    p.add_argument("--out", type=output_folder, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    p.add_argument("--per-class", type=int_range(4, 10_000), default=16, help="shapes per family (default 16)")
+    p.add_argument("--workers", type=int_range(1, 1024), default=1, help="preprocessing worker processes (default 1)")
     p.add_argument("--skip-sdf", action="store_true", help="skip the DeepSDF part")
     p.add_argument("--skip-style", action="store_true", help="skip the texture synthesis")
     p.add_argument("--config", default="demo-voxnet",
@@ -60,7 +60,7 @@ def _classify_part(args: argparse.Namespace, out: Path, data_dir: Path) -> None:
     run, cache = out / "classify", out / "cache"
     print(f"[2/6] voxelize the train split ({cfg.data.rotations} rotations each) and train VoxNet "
           f"for {cfg.train.epochs} epochs -> {run}")
-    result = jobs.train(cfg, data_dir, run, cache=cache)
+    result = jobs.train(cfg, data_dir, run, cache=cache, overwrite=True)  # a demo re-run starts again
     print(f"[3/6] evaluate on the test split with voting over {cfg.data.rotations} rotations")
     ev = jobs.evaluate(result.last_path, data_dir, out=run / "eval-test", cache=cache, workers=args.workers)
     m = ev.metrics
@@ -91,7 +91,7 @@ def _deepsdf_part(out: Path, data_dir: Path) -> None:
     print(f"[4/6] DeepSDF: train on {2 * len(DEMO_SDF_SHAPES)} shapes, fit a held-out mug (full and one depth view), "
           f"interpolate -> {run}")
     _call("sdf", "train", "--data", str(train_dir / "manifest.csv"), "--out", str(run), "--cache",
-          str(out / "cache"), "--config", "demo-deepsdf")
+          str(out / "cache"), "--config", "demo-deepsdf", "--overwrite")
     held_out = next(iter(sorted((data_dir / "mug" / "test").glob("*.off"))))
     _call("sdf", "fit", str(run / "last.pt"), str(held_out), "--resolution", "64")
     _call("sdf", "fit", str(run / "last.pt"), str(held_out), "--partial", "depth", "--resolution", "64")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from shapes3d.cli.common import batch_exit, float_range, int_range, output_file
+from shapes3d.geometry.limits import MAX_IMAGE_SIZE, MAX_VIEWS
 from shapes3d.render.images import MODES
 
 
@@ -19,10 +21,12 @@ def register(sub) -> None:
                    help="training shapes of the checkpoint to render (names or indices)")
     p.add_argument("--code", nargs="+", default=[], type=Path, metavar="FILE",
                    help="code files (from 'sdf fit' or 'sdf fit-views') to render with the checkpoint's decoder")
-    p.add_argument("--out", type=Path, default=Path("renders.png"), help="PNG to write (default renders.png)")
-    p.add_argument("--views", type=int, default=6, help="azimuths, evenly spaced (default 6)")
-    p.add_argument("--elevations", type=float, nargs="+", default=[25.0], help="camera elevations in degrees")
-    p.add_argument("--size", type=int, default=128, help="image width and height in pixels")
+    p.add_argument("--out", type=output_file, default=Path("renders.png"), help="PNG to write (default renders.png)")
+    p.add_argument("--views", type=int_range(1, MAX_VIEWS), default=6, help="azimuths, evenly spaced (default 6)")
+    p.add_argument("--elevations", type=float_range(-90, 90, open_ends=True), nargs="+", default=[25.0],
+                   help="camera elevations in degrees, in (-90, 90) (default 25)")
+    p.add_argument("--size", type=int_range(16, MAX_IMAGE_SIZE), default=128,
+                   help="image width and height in pixels (default 128)")
     p.add_argument("--up", default="z", choices=("x", "y", "z"), help="up axis (ModelNet z, ShapeNet y)")
     p.add_argument("--modes", nargs="+", default=["shaded"], choices=(*MODES, "all"))
     p.set_defaults(handler=run)
@@ -52,4 +56,4 @@ def run(args: argparse.Namespace) -> int:
     for reason in r.skipped:
         print(f"  skipped: {reason}")
     print(f"wrote {r.path} ({r.rows} rows x {r.views} views)")
-    return 0
+    return batch_exit(r.inputs, len(r.skipped))

@@ -8,7 +8,10 @@ from pathlib import Path
 from shapes3d.cli.common import (
     DEFAULT_CACHE,
     add_config_args,
+    batch_exit,
     config_help,
+    int_range,
+    output_folder,
     print_skipped,
     report_interrupted,
     require_inputs,
@@ -16,6 +19,7 @@ from shapes3d.cli.common import (
 )
 from shapes3d.deepsdf.config import DeepSDFConfig
 from shapes3d.deepsdf.views_config import ViewsConfig
+from shapes3d.geometry.limits import MAX_EXTRACT_RESOLUTION, MAX_POINTS
 
 
 def register(sub) -> None:  # long only because it declares every action's options, one block each
@@ -30,10 +34,15 @@ def register(sub) -> None:  # long only because it declares every action's optio
                      epilog=config_help(DeepSDFConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--data", required=True, type=Path, help="dataset folder or manifest CSV (meshes)")
     t.add_argument("--split", default="train", help="split to train on when the dataset has splits")
-    t.add_argument("--out", type=Path, default=Path("runs/deepsdf"))
-    t.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "sdf")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    t.add_argument("--stop-after", type=int, default=None, metavar="N", help="stop after N epochs of this call")
+    t.add_argument("--out", type=output_folder, default=Path("runs/deepsdf"),
+                   help="run folder (default runs/deepsdf); one that holds a run needs --resume or --overwrite")
+    t.add_argument("--cache", type=output_folder, default=DEFAULT_CACHE / "sdf")
+    mode = t.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last.pt")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="replace the run in OUT (its last.pt and best.pt are deleted first)")
+    t.add_argument("--stop-after", type=int_range(1), default=None, metavar="N",
+                   help="stop after N epochs of this call")
     add_config_args(t, "deepsdf.toml")
     t.set_defaults(handler=run_train)
 
@@ -44,9 +53,11 @@ def register(sub) -> None:  # long only because it declares every action's optio
     f.add_argument("mesh", type=Path)
     f.add_argument("--partial", choices=("none", "depth", "crop"), default="none")
     f.add_argument("--out", type=Path, default=None, help="output folder (default: beside the checkpoint)")
-    f.add_argument("--resolution", type=int, default=128, help="extraction resolution")
+    f.add_argument("--resolution", type=int_range(2, MAX_EXTRACT_RESOLUTION), default=128,
+                   help="extraction resolution")
     f.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override fit.* keys of the checkpoint's config, e.g. --set fit.iterations=200")
+    add_extraction_args(f)
     f.set_defaults(handler=run_fit)
 
     i = s.add_parser("interpolate", help="meshes and an image strip between two codes",
@@ -55,20 +66,22 @@ def register(sub) -> None:  # long only because it declares every action's optio
     i.add_argument("checkpoint", type=Path)
     i.add_argument("a")
     i.add_argument("b")
-    i.add_argument("--steps", type=int, default=5)
+    i.add_argument("--steps", type=int_range(2, 1000), default=5, help="meshes from A to B, both included (default 5)")
     i.add_argument("--mode", choices=("linear", "slerp"), default="slerp")
-    i.add_argument("--resolution", type=int, default=96)
+    i.add_argument("--resolution", type=int_range(2, MAX_EXTRACT_RESOLUTION), default=96)
     i.add_argument("--out", type=Path, default=None)
+    add_extraction_args(i)
     i.set_defaults(handler=run_interpolate)
 
     e = s.add_parser("extract", help="code -> mesh in the original mesh's coordinates",
                      description="Extract training shapes (by name or index) or fitted codes as meshes.")
     e.add_argument("checkpoint", type=Path)
     e.add_argument("shapes", nargs="*", help="names, indices or code files (default: all training shapes)")
-    e.add_argument("--resolution", type=int, default=128)
+    e.add_argument("--resolution", type=int_range(2, MAX_EXTRACT_RESOLUTION), default=128)
     e.add_argument("--mode", choices=("coarse_to_fine", "dense"), default="coarse_to_fine")
     e.add_argument("--format", choices=("ply", "obj", "off"), default="ply")
     e.add_argument("--out", type=Path, default=None)
+    add_extraction_args(e)
     e.set_defaults(handler=run_extract)
 
     w = s.add_parser("fit-views", help="fit a code to multi-view renders of a mesh (2D losses only)",
@@ -83,7 +96,8 @@ def register(sub) -> None:  # long only because it declares every action's optio
     w.add_argument("--targets", required=True, type=Path,
                    help="mesh file, or a targets folder (cameras.json and PNG images, as written into OUT/targets)")
     w.add_argument("--out", type=Path, default=None, help="output folder (default: CHECKPOINT_DIR/fit-views/NAME)")
-    w.add_argument("--resolution", type=int, default=96, help="extraction resolution of the fitted mesh")
+    w.add_argument("--resolution", type=int_range(2, MAX_EXTRACT_RESOLUTION), default=96,
+                   help="extraction resolution of the fitted mesh")
     add_config_args(w, "views.toml")
     w.set_defaults(handler=run_fit_views)
 
@@ -91,11 +105,68 @@ def register(sub) -> None:  # long only because it declares every action's optio
                      description="Extract every training shape and compare with its source mesh in the unit-sphere "
                                  "frame: Chamfer (DeepSDF convention, x10^3), F-score, normal consistency, IoU.")
     v.add_argument("checkpoint", type=Path)
-    v.add_argument("--resolution", type=int, default=128)
-    v.add_argument("--points", type=int, default=30000, help="surface points per mesh for the metrics (DeepSDF: 30 000)")
-    v.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N shapes")
+    v.add_argument("--resolution", type=int_range(2, MAX_EXTRACT_RESOLUTION), default=128)
+    v.add_argument("--points", type=int_range(1, MAX_POINTS), default=30000,
+                   help="surface points per mesh for the metrics (DeepSDF: 30 000)")
+    v.add_argument("--limit", type=int_range(1), default=None, metavar="N", help="evaluate only the first N shapes")
     v.add_argument("--out", type=Path, default=None)
+    add_extraction_args(v)
     v.set_defaults(handler=run_evaluate)
+    register_protocol(s)
+
+
+def add_extraction_args(p) -> None:
+    """``--bound`` and ``--safety``: every command that extracts meshes takes them."""
+    p.add_argument("--bound", type=float, default=1.0,
+                   help="half side of the extraction box in the unit-sphere frame (default 1; a surface reaching "
+                        "the box is closed there and reported)")
+    p.add_argument("--safety", type=float, default=1.0,
+                   help="Lipschitz bound coarse-to-fine extraction trusts (default 1; larger is slower and safer "
+                        "for steep networks)")
+
+
+def register_protocol(s) -> None:
+    """``reconstruct`` (the test protocol), ``import-official`` and ``export-official``."""
+    r = s.add_parser("reconstruct", help="the DeepSDF test protocol: fit, extract and score every test shape",
+                     description="Fit a code to every shape of --split with the decoder frozen (seeded per shape, "
+                                 "best of fit.restarts), extract at --resolution, and score against the ground "
+                                 "truth: Chamfer x10^3 (DeepSDF convention, 30 000 points), EMD (1 024-point "
+                                 "subsamples), F-score, normal consistency, IoU, mesh accuracy (90th percentile) and "
+                                 "completion (within 0.01). Writes per-shape results as they finish (a rerun "
+                                 "resumes), metrics.csv, summary.json and summary_by_class.csv.")
+    r.add_argument("checkpoint", type=Path)
+    r.add_argument("--data", required=True, type=Path,
+                   help="dataset folder or manifest CSV: meshes, ShapeNet, or an official SdfSamples data source")
+    r.add_argument("--split", default="test", help="split name, or a DeepSDF split file (.json)")
+    r.add_argument("--partial", choices=("none", "depth", "crop"), default="none",
+                   help="fit to one depth view or its crop instead of full SDF samples (meshes only)")
+    r.add_argument("--resolution", type=int, default=256)
+    r.add_argument("--points", type=int, default=30000, help="surface points per side for the metrics")
+    r.add_argument("--frame", choices=("unit", "mesh"), default="unit",
+                   help="score in the unit-sphere frame (default) or the mesh's own coordinates (official)")
+    r.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N shapes of the split")
+    r.add_argument("--out", type=Path, default=None)
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override fit.* keys of the checkpoint's config")
+    add_extraction_args(r)
+    r.set_defaults(handler=run_reconstruct)
+
+    im = s.add_parser("import-official", help="an official DeepSDF experiment -> a shapes3d checkpoint",
+                      description="Convert specs.json, ModelParameters/EPOCH.pth and LatentCodes/EPOCH.pth of an "
+                                  "official DeepSDF experiment into a shapes3d checkpoint (same SDF values).")
+    im.add_argument("experiment", type=Path)
+    im.add_argument("--epoch", default="latest", help="N or latest (default)")
+    im.add_argument("--split", type=Path, default=None, help="training split file (default: the specs' TrainSplit)")
+    im.add_argument("--data", type=Path, default=None, help="data source with NormalizationParameters (optional)")
+    im.add_argument("--out", type=Path, default=None, help="checkpoint to write (default EXPERIMENT/shapes3d/last.pt)")
+    im.set_defaults(handler=run_import_official)
+
+    ex = s.add_parser("export-official", help="a shapes3d checkpoint -> an official DeepSDF experiment folder",
+                      description="Write specs.json, ModelParameters/latest.pth, LatentCodes/latest.pth (and "
+                                  "split.json) that the official code loads.")
+    ex.add_argument("checkpoint", type=Path)
+    ex.add_argument("folder", type=Path)
+    ex.set_defaults(handler=run_export_official)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -109,7 +180,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(DeepSDFConfig, args)
     job = train(cfg, args.data, args.out, cache=args.cache, split=args.split, resume=args.resume,
-                stop_after=args.stop_after, on_sampled=sampled)
+                stop_after=args.stop_after, on_sampled=sampled, overwrite=args.overwrite)
     result = job.training
     code = report_interrupted(result, main=job.main)
     if code is not None:
@@ -125,7 +196,7 @@ def run_extract(args: argparse.Namespace) -> int:
     from shapes3d.deepsdf.jobs import extract
 
     result = extract(args.checkpoint, args.shapes, resolution=args.resolution, mode=args.mode, format=args.format,
-                     out=args.out)
+                     out=args.out, bound=args.bound, safety=args.safety)
     for s in result.shapes:
         if s.path is None:
             print(f"{s.label}: no surface ({s.reason})")
@@ -144,7 +215,7 @@ def run_fit(args: argparse.Namespace) -> int:
     from shapes3d.deepsdf.jobs import fit
 
     r = fit(args.checkpoint, args.mesh, partial=args.partial, out=args.out, resolution=args.resolution,
-            overrides=args.overrides)
+            overrides=args.overrides, bound=args.bound, safety=args.safety)
     print(f"fitted {r.label}: loss {r.fit.loss:.5f} (restarts: {', '.join(f'{x:.5f}' for x in r.fit.restart_losses)})")
     if r.mesh_path is None:
         print(f"  the fitted code has no surface ({r.reason})")
@@ -158,7 +229,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
     from shapes3d.deepsdf.jobs import interpolate
 
     r = interpolate(args.checkpoint, args.a, args.b, steps=args.steps, mode=args.mode, resolution=args.resolution,
-                    out=args.out)
+                    out=args.out, bound=args.bound, safety=args.safety)
     print(f"wrote {r.n_meshes} of {args.steps} meshes and {r.strip} ({args.mode} from {r.labels[0]} to {r.labels[1]})")
     return 0
 
@@ -167,14 +238,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     require_inputs(args.checkpoint)
     from shapes3d.deepsdf.jobs import evaluate
 
-    r = evaluate(args.checkpoint, resolution=args.resolution, points=args.points, limit=args.limit, out=args.out)
+    r = evaluate(args.checkpoint, resolution=args.resolution, points=args.points, limit=args.limit, out=args.out,
+                 bound=args.bound, safety=args.safety)
     for label, row in zip(r.labels, r.rows):
         print(f"{label}: Chamfer x1e3 {row['chamfer_deepsdf_x1e3']:.3f}")
     chamfer = r.summary["chamfer_deepsdf_x1e3"]
     print(f"{len(r.rows)} shapes: mean Chamfer x1e3 {chamfer['mean']:.3f} (median {chamfer['median']:.3f}); "
           f"{r.out / 'metrics.csv'}")
     print_skipped(r.skipped)
-    return 0
+    return batch_exit(len(r.rows) + len(r.skipped), len(r.skipped), "shapes")
 
 
 def run_fit_views(args: argparse.Namespace) -> int:
@@ -191,4 +263,41 @@ def run_fit_views(args: argparse.Namespace) -> int:
         print(f"  mesh {r.mesh_path}")
     else:
         _print_metrics(r.mesh_path, r.metrics)
+    return 0
+
+
+def run_reconstruct(args: argparse.Namespace) -> int:
+    require_inputs(args.checkpoint, args.data)
+    from shapes3d.deepsdf.protocol import reconstruct
+
+    r = reconstruct(args.checkpoint, args.data, split=args.split, partial=args.partial, out=args.out,
+                    resolution=args.resolution, points=args.points, bound=args.bound, safety=args.safety,
+                    frame=args.frame, limit=args.limit, overrides=args.overrides)
+    o = r.summary["overall"]
+    c = o["chamfer_deepsdf_x1e3"]
+    print(f"{len(r.rows)} shapes ({r.resumed} resumed): Chamfer x1e3 mean {c['mean']:.3f}, median {c['median']:.3f}; "
+          f"EMD mean {o['emd_approx']['mean']:.4f}; F-score@0.01 mean {o['fscore@0.01']['mean']:.3f}; "
+          f"accuracy@90 mean {o['accuracy@90']['mean']:.4f}; completion@0.01 mean {o['completion@0.01']['mean']:.3f}")
+    for cls, s in r.summary["classes"].items():
+        print(f"  {cls}: {s['n']} shapes, Chamfer x1e3 mean {s['chamfer_deepsdf_x1e3']['mean']:.3f}")
+    print(f"  {r.out / 'metrics.csv'}, {r.out / 'summary.json'}")
+    print_skipped(r.skipped)
+    return 0
+
+
+def run_import_official(args: argparse.Namespace) -> int:
+    require_inputs(args.experiment)
+    from shapes3d.deepsdf.official import import_official
+
+    r = import_official(args.experiment, args.out, epoch=args.epoch, split=args.split, data=args.data)
+    print(f"imported epoch {r.epoch} with {r.shapes} codes -> {r.checkpoint}")
+    return 0
+
+
+def run_export_official(args: argparse.Namespace) -> int:
+    require_inputs(args.checkpoint)
+    from shapes3d.deepsdf.official import export_official
+
+    r = export_official(args.checkpoint, args.folder)
+    print(f"wrote {', '.join(str(p) for p in r.files)}")
     return 0

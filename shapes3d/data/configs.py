@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shapes3d.config import option
+from shapes3d.config import MAX_SEED, check_ranges, option
+from shapes3d.geometry.limits import MAX_VOXEL_RESOLUTION
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class SynthConfig:
     families: tuple[str, ...] = option((), "Families to write; empty means all built-in families.")
 
     def __post_init__(self) -> None:
+        check_ranges(self, per_class=(1, 1_000_000), seed=(0, MAX_SEED), test_fraction=(0.0, 1.0, False, True),
+                     resolution=(16, 1024))
         if self.per_class < 1:
             raise ValueError(f"per_class must be >= 1, got {self.per_class}")
         if not 0.0 <= self.test_fraction < 1.0:
@@ -44,6 +47,8 @@ class VoxelCacheConfig:
     point_mode: str = option("binary", "Point-cloud occupancy: binary or count (points per voxel).")
 
     def __post_init__(self) -> None:
+        check_ranges(self, resolution=(4, MAX_VOXEL_RESOLUTION), rotations=(1, 360),
+                     point_dilation=(0, MAX_VOXEL_RESOLUTION))
         if self.resolution < 4:
             raise ValueError(f"resolution must be >= 4, got {self.resolution}")
         if not 1 <= self.object_size <= self.resolution:

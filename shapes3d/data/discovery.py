@@ -1,12 +1,15 @@
 """Find the shape files of a dataset folder and list them as a manifest (class, split, path).
 
-Three layouts are recognised:
+Four layouts are recognised:
 
 * ``modelnet``: ``root/<class>/<split>/<file>`` with ``<split>`` one of ``train``/``test``
   (ModelNet10/40, the MeshCNN SHREC'11 split, ModelNet point-cloud exports).
 * ``shapenet``: ``root/<synset>/<model id>/models/<file>`` (ShapeNetCore v2) or
   ``root/<synset>/<model id>/<file>`` (v1); the class is the synset folder's name
-  and the split is unknown (``""``): ShapeNet's splits ship as separate lists.
+  and the split is unknown (``""``): ShapeNet's splits ship as separate lists. With a ShapeNet
+  ``taxonomy.json`` in the root, the class is the synset's name (``table``), else the synset id.
+* ``deepsdf``: the official DeepSDF data source, ``root/SdfSamples/<dataset>/<class>/<id>.npz`` (or
+  ``root`` being the ``SdfSamples`` folder); the class is the class folder.
 * ``flat``: shape files anywhere below ``root``; the class is the name of the top-level
   folder holding the file, or ``""`` for files directly in ``root``.
 
@@ -30,7 +33,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from shapes3d.errors import CorruptFileError, InputFileError, MissingFileError
+from shapes3d.data.shape_ids import read_taxonomy, shape_names
+from shapes3d.errors import CorruptFileError, InputFileError, MissingFileError, Shapes3DError
 from shapes3d.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -38,7 +42,7 @@ log = logging.getLogger(__name__)
 #: Extensions of the files a manifest lists, lower case; matching ignores case
 #: (ModelNet and trimesh's models use ``.STL``/``.OFF`` as often as lower case).
 SHAPE_EXTENSIONS: tuple[str, ...] = (".off", ".obj", ".ply", ".stl", ".glb", ".gltf", ".pcd", ".xyz", ".npy", ".npz")
-LAYOUTS: tuple[str, ...] = ("auto", "modelnet", "shapenet", "flat")
+LAYOUTS: tuple[str, ...] = ("auto", "modelnet", "shapenet", "deepsdf", "flat")
 SPLITS: tuple[str, ...] = ("train", "val", "test", "")
 _MODELNET_SPLITS = ("train", "test")
 CSV_COLUMNS = ("class", "split", "path")
@@ -225,6 +229,13 @@ def _shapenet_entry(rel: PurePosixPath) -> tuple[str, str] | None:
     return None
 
 
+def _deepsdf_entry(rel: PurePosixPath) -> tuple[str, str] | None:
+    parts = rel.parts
+    if len(parts) == 4 and parts[0] == "SdfSamples" and rel.suffix.lower() == ".npz":
+        return parts[2], ""
+    return None
+
+
 def _flat_entry(rel: PurePosixPath) -> tuple[str, str]:
     return (rel.parts[0] if len(rel.parts) > 1 else ""), ""
 
@@ -232,6 +243,8 @@ def _flat_entry(rel: PurePosixPath) -> tuple[str, str]:
 def _detect_layout(files: Iterable[PurePosixPath]) -> str:
     # ModelNet wins over ShapeNet: a class/train/file path also has the v1 ShapeNet depth.
     files = list(files)
+    if any(_deepsdf_entry(f) for f in files):
+        return "deepsdf"
     if any(_modelnet_entry(f) for f in files):
         return "modelnet"
     if any(len(f.parts) == 4 and f.parts[2] == "models" for f in files):
@@ -262,9 +275,13 @@ def discover(
         raise MissingFileError(root, "dataset folder does not exist")
     if not root.is_dir():
         raise InputFileError(root, "expected a dataset folder, got a file")
+    if root.name == "SdfSamples":  # the official samples folder itself: discover from its data source
+        root = root.parent
     files = sorted(_walk(root, exts))
     chosen = _detect_layout(files) if layout == "auto" else layout
-    rule = {"modelnet": _modelnet_entry, "shapenet": _shapenet_entry, "flat": _flat_entry}[chosen]
+    rule = {"modelnet": _modelnet_entry, "shapenet": _shapenet_entry, "deepsdf": _deepsdf_entry,
+            "flat": _flat_entry}[chosen]
+    classes = read_taxonomy(root) if chosen == "shapenet" else {}
     entries = []
     left_out = 0
     for rel in files:
@@ -272,7 +289,7 @@ def discover(
         if labels is None:
             left_out += 1
             continue
-        entries.append(ManifestEntry(labels[0], labels[1], root.joinpath(*rel.parts)))
+        entries.append(ManifestEntry(classes.get(labels[0], labels[0]), labels[1], root.joinpath(*rel.parts)))
     if not entries:
         raise InputFileError(
             root,
@@ -283,3 +300,30 @@ def discover(
         log.info("%s: %d shape files do not fit the %s layout and were left out", root, left_out, chosen)
     log.info("%s: %d entries, %d classes, layout %s", root, len(entries), len({e.class_name for e in entries}), chosen)
     return Manifest(tuple(entries), root, chosen)
+
+
+def apply_split_file(manifest: Manifest, split_file: str | os.PathLike) -> Manifest:
+    """The entries a DeepSDF split file (``{dataset: {class: [ids]}}``) lists, in the file's order, matched against
+    the shape ids ``<class>/<id>`` (ShapeNet: ``<synset>/<model id>``; official samples: ``<class>/<id>``; other
+    layouts: the entry's class and the last part of its id).
+    Listed shapes missing from the data set are logged (as the official loader does); none found is an error."""
+    from shapes3d.data.deepsdf_layout import read_split
+
+    wanted = read_split(split_file)
+    by_name: dict[str, ManifestEntry] = {}
+    for name, e in zip(shape_names(manifest.paths), manifest.entries):
+        by_name[name] = e
+        by_name.setdefault(f"{e.class_name}/{name.split('/')[-1]}", e)  # ids by class folder (ModelNet, flat)
+    kept = [by_name[f"{c}/{i}"] for _, c, i in wanted if f"{c}/{i}" in by_name]
+    if len(kept) < len(wanted):
+        log.warning("%s: %d of the %d shapes it lists are not in %s", split_file, len(wanted) - len(kept),
+                    len(wanted), manifest.root)
+    if not kept:
+        raise Shapes3DError(f"none of the {len(wanted)} shapes of split file {split_file} is in {manifest.root} "
+                            f"(its ids look like {wanted[0][1]}/{wanted[0][2]})")
+    return Manifest(tuple(kept), manifest.root, manifest.layout)
+
+
+def is_split_file(split) -> bool:
+    """Whether a ``--split`` value names a split file (``*.json``) rather than a split."""
+    return split is not None and str(split).lower().endswith(".json")

@@ -8,7 +8,10 @@ the sign balance keeps thin parts from being washed out. Each shape also carries
 normalisation that mapped its mesh into the unit sphere (``offset`` (3,), ``scale``),
 ``x_normalised = (x_mesh - offset) * scale`` (the geometry layer's convention), so reconstructions can be mapped back.
 
-:func:`build_sdf_dataset` samples meshes through the content-keyed cache (the ``sdf`` preprocessing task).
+:func:`build_sdf_dataset` samples meshes through the content-keyed cache (the ``sdf`` preprocessing task) and
+reads official DeepSDF samples (``SdfSamples/<dataset>/<class>/<id>.npz``, see :mod:`shapes3d.data.deepsdf_layout`)
+as they are. Shapes are named by their unique ids (:func:`shapes3d.data.shape_ids.shape_names`: ``<synset>/<id>``
+for ShapeNet); the dataset also keeps each shape's absolute path and class.
 """
 
 from __future__ import annotations
@@ -91,15 +94,23 @@ class SDFDataset:
     """Many shapes' samples held as tensors; :meth:`sample` draws a balanced batch.
 
     ``shapes``: :class:`ShapeSamples` or any object with ``pos``/``neg`` (and optionally
-    ``offset``/``scale``) attributes, e.g. the geometry layer's ``SDFSamples``.
+    ``offset``/``scale``) attributes, e.g. the geometry layer's ``SDFSamples``. ``paths`` (the source files,
+    absolute) and ``classes`` default to the names and ``""``.
     """
 
-    def __init__(self, shapes: Sequence, names: Sequence[str] | None = None) -> None:
+    def __init__(self, shapes: Sequence, names: Sequence[str] | None = None, *, paths: Sequence[str] | None = None,
+                 classes: Sequence[str] | None = None) -> None:
         if len(shapes) == 0:
             raise ValueError("SDFDataset needs at least one shape")
         self.names = [f"shape_{i:04d}" for i in range(len(shapes))] if names is None else [str(n) for n in names]
         if len(self.names) != len(shapes):
             raise ValueError(f"got {len(shapes)} shapes but {len(self.names)} names")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError("shape names must be unique (see shapes3d.data.shape_ids.shape_names)")
+        self.paths = list(self.names) if paths is None else [str(p) for p in paths]
+        self.classes = [""] * len(self.names) if classes is None else [str(c) for c in classes]
+        if not len(self.paths) == len(self.classes) == len(self.names):
+            raise ValueError(f"got {len(self.names)} names, {len(self.paths)} paths, {len(self.classes)} classes")
         shapes = [s if isinstance(s, ShapeSamples) else
                   ShapeSamples(s.pos, s.neg, tuple(np.asarray(getattr(s, "offset", (0, 0, 0)), float).tolist()),
                                float(getattr(s, "scale", 1.0))) for s in shapes]
@@ -153,27 +164,56 @@ def sdf_task_params(cfg: SDFSampleConfig) -> dict:
     return params
 
 
+def is_official_samples(path: str | Path) -> bool:
+    """Whether ``path`` is an official DeepSDF samples file (``.../SdfSamples/<dataset>/<class>/<id>.npz``)."""
+    p = Path(path)
+    return p.suffix.lower() == ".npz" and len(p.parts) >= 4 and p.parts[-4] == "SdfSamples"
+
+
+def read_official(path: str | Path) -> ShapeSamples:
+    """One official samples file as :class:`ShapeSamples` (non-finite rows dropped, normalisation converted)."""
+    from shapes3d.data.deepsdf_layout import read_official_samples
+
+    a = read_official_samples(path)
+    return split_by_sign(a["points"], a["sdf"], offset=a["offset"], scale=a["scale"])
+
+
 def build_sdf_dataset(entries: Sequence[ManifestEntry | str | Path], cfg: SDFSampleConfig, *, cache_dir,
                       workers: int = 1) -> tuple[SDFDataset, PreprocessReport]:
-    """Sample (or read from the cache) every mesh; failures are skipped and listed in the report.
+    """Sample (or read from the cache) every mesh, read official samples files as they are; failures are skipped
+    and listed in the report. Shapes are named by :func:`~shapes3d.data.shape_ids.shape_names` (a clash is an
+    error before anything is sampled).
 
     Samples are memory-mapped from the cache (verified once) and paged in as batches draw them.
     """
     from shapes3d.data.preprocess import run_preprocess  # with the sampling task: trimesh and open3d
+    from shapes3d.data.shape_ids import shape_names
     from shapes3d.data.tasks import SDF_VERSION, sdf_task
 
-    report = run_preprocess(entries, sdf_task, params=sdf_task_params(cfg), cache_dir=cache_dir, workers=workers,
+    paths = [Path(e.path if isinstance(e, ManifestEntry) else e) for e in entries]
+    all_names = shape_names(paths)
+    classes = [e.class_name if isinstance(e, ManifestEntry) else "" for e in entries]
+    meshes = [e for e, p in zip(entries, paths) if not is_official_samples(p)]
+    report = run_preprocess(meshes, sdf_task, params=sdf_task_params(cfg), cache_dir=cache_dir, workers=workers,
                             desc="sdf samples", version=SDF_VERSION)
-    shapes, names = [], []
-    for e in entries:
-        path = Path(e.path if isinstance(e, ManifestEntry) else e)
-        loc = report.results.get(path)
-        if loc is None:
-            continue
-        a = load_cached(loc, mmap=True)
-        shapes.append(ShapeSamples(_copy_on_write(a["pos"]), _copy_on_write(a["neg"]), tuple(a["offset"].tolist()),
-                                   float(a["scale"])))
-        names.append(str(path))
+    shapes, names, kept_paths, kept_classes = [], [], [], []
+    for path, name, cls in zip(paths, all_names, classes):
+        if is_official_samples(path):
+            try:
+                shapes.append(read_official(path))
+            except (Shapes3DError, ValueError) as exc:
+                report.skipped.append((path, str(exc)))
+                continue
+        else:
+            loc = report.results.get(path)
+            if loc is None:
+                continue
+            a = load_cached(loc, mmap=True)
+            shapes.append(ShapeSamples(_copy_on_write(a["pos"]), _copy_on_write(a["neg"]),
+                                       tuple(a["offset"].tolist()), float(a["scale"])))
+        names.append(name)
+        kept_paths.append(str(path.resolve()))
+        kept_classes.append(cls)
     if not shapes:
         raise Shapes3DError(f"no usable meshes out of {len(entries)} ({len(report.skipped)} skipped)")
-    return SDFDataset(shapes, names), report
+    return SDFDataset(shapes, names, paths=kept_paths, classes=kept_classes), report

@@ -1,7 +1,9 @@
 """DeepSDF auto-decoders: config, job functions that write their outputs, and the building blocks.
 
 Jobs: :func:`train`, :func:`fit` (a new code from samples, a depth view or a crop), :func:`fit_views`
-(a code from images), :func:`stylize`, :func:`interpolate`, :func:`extract`, :func:`evaluate`.
+(a code from images), :func:`stylize`, :func:`interpolate`, :func:`extract`, :func:`evaluate`,
+:func:`reconstruct` (the test protocol), :func:`import_official` and :func:`export_official` (the official
+release's experiment folders).
 A lazy face: names resolve on first use.
 """
 
@@ -16,6 +18,9 @@ __getattr__, __dir__, __all__ = lazy_face(__name__, {
     "interpolate": "shapes3d.deepsdf.jobs",
     "extract": "shapes3d.deepsdf.jobs",
     "evaluate": "shapes3d.deepsdf.jobs",
+    "reconstruct": "shapes3d.deepsdf.protocol",
+    "import_official": "shapes3d.deepsdf.official",
+    "export_official": "shapes3d.deepsdf.official",
     # configs
     "DeepSDFConfig": "shapes3d.deepsdf.config",
     "ViewsConfig": "shapes3d.deepsdf.views_config",

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shapes3d.config import option
+from shapes3d.config import MAX_SEED, check_ranges, option
+from shapes3d.geometry.limits import MAX_POINTS
 from shapes3d.geometry.sampling import SDFSampleConfig
+
+_BIG = 10**9  # a bound on counts that only catches typos and overflow (epochs, iterations, batch sizes)
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class DeepSDFModelConfig:
     code_max_norm: float = option(1.0, "Codes are renormalised to at most this norm when looked up (0: off).")
 
     def __post_init__(self) -> None:
+        check_ranges(self, latent_size=(0, 65536), hidden=(1, 65536), layers=(1, 256), skip_at=(1, self.layers - 1),
+                     dropout=(0.0, 1.0, False, True), code_init_std=(0.0, None), code_max_norm=(0.0, None))
         if self.latent_size < 0 or self.hidden < 1 or self.layers < 1:
             raise ValueError(f"latent_size >= 0, hidden >= 1, layers >= 1 required, got "
                              f"{self.latent_size}, {self.hidden}, {self.layers}")
@@ -58,6 +63,10 @@ class SDFTrainConfig:
     checkpoint_every: int = option(1, "Write the checkpoint every this many epochs (and at the end).")
 
     def __post_init__(self) -> None:
+        check_ranges(self, epochs=(1, _BIG), shapes_per_batch=(1, _BIG), samples_per_shape=(1, MAX_POINTS),
+                     clamp=(0.0, None, True), code_reg=(0.0, None), code_reg_ramp=(0, _BIG),
+                     lr_decoder=(0.0, None, True), lr_codes=(0.0, None, True), lr_interval=(1, _BIG),
+                     lr_factor=(0.0, 1.0, True), seed=(0, MAX_SEED), checkpoint_every=(1, _BIG))
         if min(self.epochs, self.shapes_per_batch, self.samples_per_shape, self.lr_interval,
                self.checkpoint_every) < 1:
             raise ValueError("epochs, shapes_per_batch, samples_per_shape, lr_interval and checkpoint_every "
@@ -83,6 +92,9 @@ class SDFFitConfig:
     seed: int = option(0, "Seed of initial codes and sampling.")
 
     def __post_init__(self) -> None:
+        check_ranges(self, iterations=(1, _BIG), lr=(0.0, None, True), lr_drop_at=(0, _BIG),
+                     lr_drop_factor=(1.0, None), samples_per_iter=(1, MAX_POINTS), init_std=(0.0, None),
+                     restarts=(1, 10_000), seed=(0, MAX_SEED))
         if min(self.iterations, self.samples_per_iter, self.restarts) < 1:
             raise ValueError("iterations, samples_per_iter and restarts must be >= 1")
         if not self.lr > 0 or not self.lr_drop_factor >= 1 or self.init_std < 0:

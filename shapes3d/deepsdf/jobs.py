@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shapes3d.deepsdf.codes import code_or_none, save_code, shape_code
+from shapes3d.deepsdf.codes import code_or_none, resolve_shapes, save_code, shape_code
 from shapes3d.deepsdf.config import DeepSDFConfig
 from shapes3d.deepsdf.fitting import FitResult, crop_observation, fit_code, fit_options, interpolate_codes
 from shapes3d.deepsdf.reconstruction import depth_view_observation, extract_shape, reconstruction_metrics
 from shapes3d.deepsdf.trainer import SDFTrainResult, load_deepsdf
-from shapes3d.engine.jobs import default_cache_dir, load_manifest
+from shapes3d.engine.jobs import check_stop_after, default_cache_dir, input_hashes, load_manifest, split_entries
 from shapes3d.errors import Shapes3DError
+from shapes3d.geometry.extract import DEFAULT_SAFETY
 from shapes3d.utils.io import atomic_write_csv, atomic_write_text, safe_child
 from shapes3d.utils.progress import progress
 
@@ -51,32 +52,44 @@ class TrainJobResult:
 
 
 def _entries(data, split: str | None) -> Sequence:
-    """A dataset folder, manifest CSV or Manifest -> its entries of ``split`` (all when it has none); a sequence
-    of entries or mesh paths is used as it is."""
-    from shapes3d.data.discovery import Manifest
+    """A dataset folder, manifest CSV or Manifest -> its entries of ``split`` (all when it has none; a ``*.json``
+    split is a DeepSDF split file, :func:`~shapes3d.data.discovery.apply_split_file`); a sequence of entries or
+    mesh paths is used as it is."""
+    from shapes3d.data.discovery import Manifest, apply_split_file, is_split_file
 
+    source = data
     if isinstance(data, (str, os.PathLike)):
         data = load_manifest(data)
+    if isinstance(data, Manifest) and is_split_file(split):
+        return list(apply_split_file(data, split).entries)
     if isinstance(data, Manifest):
-        return (data.filter(split=split).entries if split else None) or data.entries
+        return split_entries(data, split, source if isinstance(source, (str, os.PathLike)) else "data")
     return list(data)
 
 
 def train(cfg: DeepSDFConfig, data, out: str | Path, *, cache: str | Path | None = None, split: str | None = "train",
           resume: bool = False, stop_after: int | None = None, workers: int = 1,
-          on_sampled: Callable[[int, PreprocessReport], None] | None = None) -> TrainJobResult:
+          on_sampled: Callable[[int, PreprocessReport], None] | None = None, overwrite: bool = False) -> TrainJobResult:
     """Sample every mesh of ``data`` (folder, manifest CSV, Manifest or mesh paths) through the SDF cache, then
     train decoder and codes (:func:`shapes3d.deepsdf.trainer.train`: ``last.pt``, ``log.csv``, ``curves.png``,
     ``config.toml`` in ``out``).
 
     ``cache``: the SDF sample cache (default ``default_cache_dir("sdf")`` of :mod:`shapes3d.engine.jobs`). ``on_sampled(shapes, report)`` is called
     on rank 0 once the samples are ready, before training starts. Under torchrun rank 0 samples the meshes and the
-    other ranks read its cache.
+    other ranks read its cache. A folder ``out`` holding a run is refused unless ``resume`` or ``overwrite``
+    (:func:`~shapes3d.engine.loop.check_run_folder`), before any mesh is sampled.
     """
     from shapes3d.data.sdf_dataset import build_sdf_dataset
+    from shapes3d.deepsdf.trainer import SDFTask
     from shapes3d.deepsdf.trainer import train as train_loop
     from shapes3d.engine.distributed import is_main_process, main_process_first
+    from shapes3d.engine.jobs import MAX_WORKERS, check_int
+    from shapes3d.engine.loop import check_run_folder
 
+    check_stop_after(stop_after)
+    check_int("workers", workers, 1, MAX_WORKERS)
+    check_run_folder(out, resume=resume, overwrite=overwrite, epochs=cfg.train.epochs, config=cfg,
+                     architecture_keys=SDFTask.architecture_keys)
     entries = _entries(data, split)
     main = is_main_process()
     with main_process_first():
@@ -84,7 +97,9 @@ def train(cfg: DeepSDFConfig, data, out: str | Path, *, cache: str | Path | None
                                             workers=workers)
     if main and on_sampled is not None:
         on_sampled(len(dataset), report)
-    result = train_loop(cfg, dataset, out, resume=resume, stop_after=stop_after)
+    files = getattr(dataset, "paths", None) or dataset.names
+    result = train_loop(cfg, dataset, out, resume=resume, stop_after=stop_after,
+                        input_sha256=input_hashes(files, report.results))
     return TrainJobResult(len(dataset), report, result, main)
 
 
@@ -102,6 +117,11 @@ class FitJobResult:
     reason: str = ""
 
 
+def _out(folder: Path, label: str, ext: str) -> Path:
+    """``folder/<label>.<ext>`` for a shape id (``04379243/1a2b`` -> ``folder/04379243/1a2b.ext``), kept inside."""
+    return safe_child(folder, f"{label}.{ext}", what="shape id", nested=True)
+
+
 def _partial_observation(mesh, transform, partial: str, *, seed: int):
     """One depth view of ``mesh`` (normalised by ``transform``), optionally cropped to the half z >= 0."""
     import trimesh
@@ -115,15 +135,19 @@ def _partial_observation(mesh, transform, partial: str, *, seed: int):
 
 
 def fit(checkpoint: str | Path, mesh: str | Path, *, partial: str = "none", out: str | Path | None = None,
-        resolution: int = 128, overrides: Sequence[str] = ()) -> FitJobResult:
+        resolution: int = 128, overrides: Sequence[str] = (), bound: float = 1.0,
+        safety: float = DEFAULT_SAFETY) -> FitJobResult:
     """Fit a code to ``mesh`` with the decoder frozen: from its full SDF samples, one depth view (``depth``) or
     a cropped one (``crop``). The objective is the checkpoint's (``train.clamp``, ``train.code_reg``) with its
     ``[fit]`` settings; ``overrides`` (``key=value``) change the checkpoint's config for this fit.
 
     Writes ``LABEL.pt`` (the code file), ``LABEL.ply`` and ``LABEL.json`` (metrics) into ``out`` (default:
-    ``fits/`` beside the checkpoint); LABEL is the mesh's stem, plus ``-depth``/``-crop`` for partial fits.
+    ``fits/`` beside the checkpoint); LABEL is the mesh's shape id (:func:`~shapes3d.data.shape_ids.shape_names`:
+    ``<synset>/<id>`` for a ShapeNet mesh, written to ``fits/<synset>/<id>.pt``), plus ``-depth``/``-crop`` for
+    partial fits. ``bound``, ``safety``: the extraction box and trust of :func:`extract_shape`.
     """
     from shapes3d.config import apply_overrides
+    from shapes3d.data.shape_ids import shape_names
     from shapes3d.geometry.export import export_mesh
     from shapes3d.geometry.io import load_mesh
     from shapes3d.geometry.normalize import Transform
@@ -140,17 +164,18 @@ def fit(checkpoint: str | Path, mesh: str | Path, *, partial: str = "none", out:
     obs = samples if partial == "none" else _partial_observation(gt, t, partial, seed=cfg.fit.seed)
     res = fit_code(model.decoder, obs, **fit_options(cfg))
     out = Path(out) if out is not None else checkpoint.parent / "fits"
-    label = f"{mesh.stem}-{partial}" if partial != "none" else mesh.stem
-    code_path = save_code(safe_child(out, f"{label}.pt", what="shape name"), res.code, t, loss=res.loss,
-                          source=str(mesh), partial=partial)
+    label = shape_names([mesh])[0] + (f"-{partial}" if partial != "none" else "")
+    code_path = save_code(_out(out, label, "pt"), res.code, t, loss=res.loss, source=str(mesh.resolve()),
+                          partial=partial, label=label)
     result = FitJobResult(label, res, code_path)
-    ext = extract_shape(model.decoder, res.code.detach(), resolution=resolution, transform=t)
+    ext = extract_shape(model.decoder, res.code.detach(), resolution=resolution, transform=t, bound=bound,
+                        safety=safety)
     if ext.empty:
         result.reason = ext.reason
         return result
-    result.mesh_path = export_mesh(ext.mesh, safe_child(out, f"{label}.ply", what="shape name"))
+    result.mesh_path = export_mesh(ext.mesh, _out(out, label, "ply"))
     result.metrics = reconstruction_metrics(ext.mesh, gt, t)
-    atomic_write_text(safe_child(out, f"{label}.json", what="shape name"), json.dumps(result.metrics, indent=2))
+    atomic_write_text(_out(out, label, "json"), json.dumps(result.metrics, indent=2))
     return result
 
 
@@ -170,7 +195,8 @@ class InterpolateResult:
 
 
 def interpolate(checkpoint: str | Path, a: str, b: str, *, steps: int = 5, mode: str = "slerp",
-                resolution: int = 96, out: str | Path | None = None) -> InterpolateResult:
+                resolution: int = 96, out: str | Path | None = None, bound: float = 1.0,
+                safety: float = DEFAULT_SAFETY) -> InterpolateResult:
     """Walk from code ``a`` to code ``b`` (training shape names or indices, or code files) in ``steps`` steps,
     ``linear`` or ``slerp``; writes ``stepKK.ply`` per step with a surface and ``strip.png`` (one shaded view
     per step) into ``out`` (default: ``interp-A-B/`` beside the checkpoint). Meshes stay in the decoder's frame."""
@@ -181,10 +207,11 @@ def interpolate(checkpoint: str | Path, a: str, b: str, *, steps: int = 5, mode:
     model = load_deepsdf(checkpoint)
     la, za, _ = shape_code(model, str(a))
     lb, zb, _ = shape_code(model, str(b))
-    out = Path(out) if out is not None else safe_child(checkpoint.parent, f"interp-{la}-{lb}", what="shape names")
+    folder = f"interp-{la}-{lb}".replace("/", "_")
+    out = Path(out) if out is not None else safe_child(checkpoint.parent, folder, what="shape names")
     tiles, meshes = [], []
     for k, z in enumerate(interpolate_codes(za, zb, steps, mode=mode)):
-        res = extract_shape(model.decoder, z, resolution=resolution, transform=None)
+        res = extract_shape(model.decoder, z, resolution=resolution, transform=None, bound=bound, safety=safety)
         label = f"t={k / (steps - 1):.2f}"
         if res.empty:
             meshes.append(None)
@@ -216,22 +243,24 @@ class ExtractResult:
 
 
 def extract(checkpoint: str | Path, shapes: Sequence[str] = (), *, resolution: int = 128,
-            mode: str = "coarse_to_fine", format: str = "ply", out: str | Path | None = None) -> ExtractResult:
-    """Marching cubes of training shapes (names or indices; default all) or code files, mapped back to their
-    meshes' coordinates; writes ``LABEL.FORMAT`` (ply, obj or off) into ``out`` (default: ``meshes/`` beside
-    the checkpoint)."""
+            mode: str = "coarse_to_fine", format: str = "ply", out: str | Path | None = None, bound: float = 1.0,
+            safety: float = DEFAULT_SAFETY) -> ExtractResult:
+    """Marching cubes of training shapes (ids, indices or source files; default all) or code files, mapped back to
+    their meshes' coordinates; writes ``LABEL.FORMAT`` (ply, obj or off; LABEL the shape id, so ShapeNet shapes go
+    to ``<synset>/<id>.ply``) into ``out`` (default: ``meshes/`` beside the checkpoint). A shape asked for twice is
+    written once; two inputs with one label are an error before anything is written."""
     from shapes3d.geometry.export import export_mesh
 
     checkpoint = Path(checkpoint)
     model = load_deepsdf(checkpoint)
     result = ExtractResult(Path(out) if out is not None else checkpoint.parent / "meshes")
-    specs = list(shapes) or [str(k) for k in range(len(model.names))]
-    for spec in progress(specs, desc="extract", unit="shape"):
-        label, code, t = shape_code(model, str(spec))
-        res = extract_shape(model.decoder, code_or_none(code), resolution=resolution, transform=t, mode=mode)
+    todo = resolve_shapes(model, list(shapes) or [str(k) for k in range(len(model.names))])
+    for label, code, t in progress(todo, desc="extract", unit="shape"):
+        res = extract_shape(model.decoder, code_or_none(code), resolution=resolution, transform=t, mode=mode,
+                            bound=bound, safety=safety)
         path = None
         if not res.empty:
-            path = export_mesh(res.mesh, safe_child(result.out, f"{label}.{format}", what="shape name"))
+            path = export_mesh(res.mesh, _out(result.out, label, format))
         result.shapes.append(ExtractedShape(label, path, len(res.mesh.faces), res.n_evaluated, res.seconds,
                                             res.reason if res.empty else ""))
     return result
@@ -251,37 +280,63 @@ class EvaluateResult:
 
 
 def evaluate(checkpoint: str | Path, *, resolution: int = 128, points: int = 30000, limit: int | None = None,
-             out: str | Path | None = None) -> EvaluateResult:
+             out: str | Path | None = None, bound: float = 1.0, safety: float = DEFAULT_SAFETY) -> EvaluateResult:
     """Extract the training shapes (the first ``limit``) and compare each with its source mesh in the unit-sphere
     frame (Chamfer as DeepSDF reports it, also x10^3; F-score; normal consistency; IoU), on ``points`` surface
     points; writes ``metrics.csv`` and ``summary.json`` into ``out`` (default: ``evaluate/`` beside the checkpoint).
+    Source meshes are found by the absolute paths the checkpoint stores (so any working folder works); a shape
+    whose file is missing, unreadable, changed since training (content hash) or not a mesh is skipped with its
+    reason, logged at once; when none is left the error lists every reason.
     """
-    from shapes3d.geometry.io import load_mesh
-
     checkpoint = Path(checkpoint)
     model = load_deepsdf(checkpoint)
     out = Path(out) if out is not None else checkpoint.parent / "evaluate"
     rows, labels, skipped = [], [], []
     for k, name in enumerate(progress(model.names[:limit], desc="evaluate", unit="shape")):
         label, code, t = shape_code(model, str(k))
-        try:
-            gt = load_mesh(name)
-        except Shapes3DError as e:
-            skipped.append((name, str(e)))
+        gt, why = _source_mesh(model, k)
+        if gt is None:
+            log.warning("evaluate: skipping %s: %s", name, why)
+            skipped.append((name, why))
             continue
-        res = extract_shape(model.decoder, code_or_none(code), resolution=resolution, transform=t)
+        res = extract_shape(model.decoder, code_or_none(code), resolution=resolution, transform=t, bound=bound,
+                            safety=safety)
         if res.empty:
             skipped.append((name, f"reconstruction has no surface ({res.reason})"))
+            log.warning("evaluate: skipping %s: %s", name, skipped[-1][1])
             continue
         m = reconstruction_metrics(res.mesh, gt, t, n_points=points)
         rows.append({"shape": name, **{key: v for key, v in m.items() if np.isscalar(v)}})
         labels.append(label)
     if not rows:
-        raise Shapes3DError("no shape could be evaluated")
+        raise Shapes3DError("no shape could be evaluated: " + "; ".join(f"{n}: {r}" for n, r in skipped[:5])
+                            + (f"; ... ({len(skipped)} in all)" if len(skipped) > 5 else ""))
     summary = _summary(rows, skipped)
     atomic_write_csv(out / "metrics.csv", rows)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return EvaluateResult(out, rows, labels, summary, skipped)
+
+
+def _source_mesh(model, k: int):
+    """(mesh, "") for training shape k from its stored path, or (None, why not)."""
+    from shapes3d.data.sdf_dataset import is_official_samples
+    from shapes3d.geometry.io import load_mesh
+
+    path = Path(model.paths[k]) if model.paths else Path(model.names[k])
+    if is_official_samples(path):
+        return None, f"trained on official SDF samples ({path}): no mesh to compare with (use 'sdf reconstruct')"
+    if not path.is_file():
+        return None, f"source mesh {path} does not exist"
+    sha = model.sha256[k] if k < len(model.sha256) else None
+    if sha is not None:
+        from shapes3d.data.cache import input_identity
+
+        if input_identity(path)[0] != sha:
+            return None, f"{path} changed since training (content hash differs)"
+    try:
+        return load_mesh(path), ""
+    except Shapes3DError as e:
+        return None, str(e)
 
 
 def _summary(rows: list[dict], skipped: list[tuple[str, str]]) -> dict:
@@ -307,8 +362,7 @@ def render_codes(checkpoint: str | Path, specs: Sequence[str], *, views: int = 6
         raise ValueError("render_codes needs at least one shape or code file")
     model = load_deepsdf(checkpoint)
     rows: list[LabelledRow] = []
-    for spec in specs:
-        label, code, _ = shape_code(model, str(spec))
+    for label, code, _ in resolve_shapes(model, specs):
         rows += label_rows(label, modes, render_code_rows(model.decoder, code_or_none(code), views=views,
                                                           elevations=elevations, size=size, up=up, modes=modes))
     return rows

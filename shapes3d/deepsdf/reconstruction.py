@@ -13,7 +13,7 @@ import trimesh
 
 from shapes3d.deepsdf.fitting import Observation, observations_from_depth
 from shapes3d.errors import Shapes3DError
-from shapes3d.geometry.extract import ExtractedMesh, extract_mesh
+from shapes3d.geometry.extract import DEFAULT_SAFETY, ExtractedMesh, extract_mesh
 from shapes3d.geometry.normalize import Transform
 from shapes3d.metrics.shape import mesh_metrics
 from shapes3d.models.deepsdf import SDFDecoder
@@ -32,11 +32,15 @@ def decoder_field(decoder: SDFDecoder, code: torch.Tensor | None):
 
 
 def extract_shape(decoder: SDFDecoder, code: torch.Tensor | None, *, resolution: int = 128,
-                  transform: Transform | None = None, mode: str = "coarse_to_fine") -> ExtractedMesh:
-    """Marching cubes of one code's field in [-1, 1]^3; vertices mapped back through ``transform.invert``."""
+                  transform: Transform | None = None, mode: str = "coarse_to_fine", bound: float = 1.0,
+                  safety: float = DEFAULT_SAFETY) -> ExtractedMesh:
+    """Marching cubes of one code's field in [-bound, bound]^3 (the shapes were normalised into the unit sphere
+    with a margin, so 1 holds them); vertices mapped back through ``transform.invert``. A surface reaching the box
+    is closed there (``touches_box`` says so). ``safety``: the Lipschitz bound coarse-to-fine trusts
+    (:func:`~shapes3d.geometry.extract.extract_mesh`)."""
     device = next(decoder.parameters()).device
     field = decoder.freeze(None if code is None else code.detach())  # 1.4-1.6x the decoder's points/s
-    res = extract_mesh(field, resolution=resolution, bound=1.0, mode=mode, device=device)
+    res = extract_mesh(field, resolution=resolution, bound=bound, mode=mode, device=device, safety=safety)
     if transform is not None and not res.empty:
         mesh = trimesh.Trimesh(transform.invert(res.mesh.vertices), res.mesh.faces, process=False)
         res = dataclasses.replace(res, mesh=mesh)

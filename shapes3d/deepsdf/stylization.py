@@ -1,4 +1,5 @@
-"""Stylising a DeepSDF shape: the Gram statistics (Gatys et al.) of a style image imposed on its shaded renders.
+"""Stylising a DeepSDF shape: the Gram statistics (Gatys et al.) or MRF patches (Li & Wand; ``style.kind``) of a
+style image imposed on its shaded renders (the term: :mod:`shapes3d.losses.style_term`).
 
 The shape's code (decoder frozen) or a copy of the decoder is optimised, while an L1 term keeps
 the SDF on fixed points near the original surface where it was; see :mod:`shapes3d.deepsdf.views`
@@ -21,14 +22,14 @@ from shapes3d.deepsdf.views import (
     LUMA,
     FrozenDecoder,
     device_of,
-    energy_weights,
     grey_to_rgb,
     loss_images,
     render_views,
     view_groups,
 )
 from shapes3d.deepsdf.views_config import ViewsConfig
-from shapes3d.losses.image import gram_matrix, style_loss
+from shapes3d.losses.image import gram_matrix
+from shapes3d.losses.style_term import StyleTerm, style_layers_for, style_term_for
 from shapes3d.models.deepsdf import SDFDecoder
 from shapes3d.models.vgg import VGGFeatures
 from shapes3d.pretrained import load_vgg
@@ -56,6 +57,12 @@ class StylizeResult:
 def style_grams(style_image, vgg: VGGFeatures, layers: Sequence[str], *, size: int,
                 device: torch.device) -> dict[str, torch.Tensor]:
     """Gram matrices {tap: (1, C, C)} of the luminance of a style image: numpy (H, W[, 3]) or tensor (1, 3, H, W)."""
+    feats = luminance_features(style_image, vgg, size=size, device=device)
+    return {k: gram_matrix(feats[k]) for k in layers}
+
+
+def luminance_features(style_image, vgg: VGGFeatures, *, size: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """VGG features {tap: (1, C, H, W)} of the luminance of a style image: numpy (H, W[, 3]) or (1, 3, H, W)."""
     from shapes3d.render.images import to_image_tensor
 
     if isinstance(style_image, torch.Tensor):
@@ -66,8 +73,7 @@ def style_grams(style_image, vgg: VGGFeatures, layers: Sequence[str], *, size: i
         x = to_image_tensor(np.asarray(style_image), size)
     luma = (x * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
     with torch.no_grad():
-        feats = vgg(luma.to(device))
-    return {k: gram_matrix(feats[k]) for k in layers}
+        return vgg(luma.to(device))
 
 
 @torch.no_grad()
@@ -89,8 +95,7 @@ class _StyleObjective:
     """The style term of rendered views and the preservation term on fixed points, prepared once."""
 
     vgg: VGGFeatures
-    grams: dict[str, torch.Tensor]  #: {tap: (1, C, C)} of the style image
-    weights: dict[str, float]
+    term: StyleTerm  #: Gram or MRF style of the style image's luminance, scale-free layer weights
     points: torch.Tensor  #: (N, 3)
     f_orig: torch.Tensor  #: (N,) the original SDF at ``points``
     style_weight: float
@@ -98,7 +103,7 @@ class _StyleObjective:
 
     def style(self, renders: SDFRenders) -> torch.Tensor:
         x = grey_to_rgb(renders.shaded)
-        return self.style_weight * style_loss(self.vgg(x), self.grams, weights=self.weights).mean()
+        return self.style_weight * self.term(self.vgg(x)).mean()
 
     def change(self, fn) -> torch.Tensor:
         """Mean |f_new(P) - f_orig(P)|."""
@@ -110,7 +115,8 @@ class _StyleObjective:
 
 def stylize_shape(decoder: SDFDecoder, code: torch.Tensor | None, style_image, cameras: Camera | Sequence[Camera], *,
                   cfg: ViewsConfig, optimise: str | None = None, vgg: VGGFeatures | None = None) -> StylizeResult:
-    """Impose ``style_image``'s Gram statistics on the shaded renders of ``decoder``'s shape ``code`` (L,).
+    """Impose ``style_image``'s Gram statistics (or MRF patches: ``style.kind``) on the shaded renders of
+    ``decoder``'s shape ``code`` (L,).
 
     ``optimise``: ``"code"`` (a new code; the decoder frozen) or ``"decoder"`` (the weights
     of a deep copy; the caller's decoder is never modified); default ``cfg.style.optimise``.
@@ -123,8 +129,8 @@ def stylize_shape(decoder: SDFDecoder, code: torch.Tensor | None, style_image, c
     _check_style_args(decoder, code, optimise)
     cams = as_camera_list(cameras)
     device = device_of(decoder)
-    vgg = vgg or load_vgg(s.arch, weights=s.weights, taps=s.style_layers, pool=s.pool).to(device)
-    grams = style_grams(style_image, vgg, s.style_layers, size=s.style_size, device=device)
+    vgg = vgg or load_vgg(s.arch, weights=s.weights, taps=style_layers_for(s), pool=s.pool).to(device)
+    term = style_term_for(s, luminance_features(style_image, vgg, size=s.style_size, device=device))
     code0 = None if code is None or decoder.latent_size == 0 else code.detach().to(device).float()
     with FrozenDecoder(decoder):
         field0 = decoder_field(decoder, code0)
@@ -132,8 +138,7 @@ def stylize_shape(decoder: SDFDecoder, code: torch.Tensor | None, style_image, c
         with torch.no_grad():
             f_orig = field0(points)
             before = loss_images(field0, render_views(field0, cams, rc, device=device), cams, rc)
-    objective = _StyleObjective(vgg, grams, energy_weights(grams, s.style_layers), points, f_orig, s.style_weight,
-                                s.preserve_weight)
+    objective = _StyleObjective(vgg, term, points, f_orig, s.style_weight, s.preserve_weight)
     if optimise == "decoder":
         model, z = copy.deepcopy(decoder).eval().requires_grad_(True), code0
         opt = torch.optim.Adam(list(model.parameters()), lr=s.lr_decoder)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,7 +24,8 @@ from shapes3d.data.sdf_dataset import SDFDataset
 from shapes3d.deepsdf.config import DeepSDFConfig, SDFTrainConfig
 from shapes3d.engine.checkpoint import load_checkpoint, require_keys
 from shapes3d.engine.distributed import Dist, batch_to, setup, wrap_ddp
-from shapes3d.engine.loop import Task, fit
+from shapes3d.engine.jobs import input_hashes
+from shapes3d.engine.loop import Task, check_run_folder, fit
 from shapes3d.engine.rng import seed_all
 from shapes3d.errors import CheckpointError, ConfigError
 from shapes3d.losses.sdf_objective import sdf_objective
@@ -134,13 +135,16 @@ class SDFTask(Task):
     """Decoder and codes on an :class:`SDFDataset`: batches of shapes, balanced samples of each."""
 
     required_keys = ("format", "decoder", "optimizer")
+    architecture_keys = ("model",)
     sum_keys = ("total", "sdf", "code")
     bar_stat = "total"
     bar_format = ".4f"
     curves_title = "DeepSDF training"
 
-    def __init__(self, cfg: DeepSDFConfig, data: SDFDataset, dist: Dist) -> None:
+    def __init__(self, cfg: DeepSDFConfig, data: SDFDataset, dist: Dist, input_sha256=None) -> None:
         self.cfg, self.t, self.data, self.dist = cfg, cfg.train, data, dist
+        self.files = [str(p) for p in (getattr(data, "paths", None) or data.names)]
+        self.sha256 = list(input_sha256) if input_sha256 is not None else input_hashes(self.files)
         self.decoder = build_decoder(cfg).to(dist.device)
         codes = build_codes(cfg, len(data))
         self.codes = codes.to(dist.device) if codes is not None else None
@@ -188,7 +192,13 @@ class SDFTask(Task):
         d = self.data
         return {"format": FORMAT, "decoder": self.decoder.state_dict(),
                 "codes": self.codes.state_dict() if self.codes is not None else {}, "optimizer": self.opt.state_dict(),
-                "config": config_to_dict(self.cfg), "names": list(d.names), "offsets": d.offsets, "scales": d.scales}
+                "config": config_to_dict(self.cfg), "names": list(d.names), "offsets": d.offsets, "scales": d.scales,
+                "paths": list(d.paths), "classes": list(d.classes)}
+
+    def identity(self) -> dict:
+        """Shape i has code i: resume needs the same inputs in the same order (by content when known)."""
+        return {"what": "shape list", "names": list(self.data.names), "files": self.files, "sha256": self.sha256,
+                "ordered": True}
 
     def load(self, ck: dict) -> None:
         self.decoder.load_state_dict(ck["decoder"])
@@ -208,7 +218,7 @@ class SDFTrainResult:
 
 
 def train(cfg: DeepSDFConfig, data: SDFDataset, out_dir: str | Path, *, resume: bool = False,
-          stop_after: int | None = None) -> SDFTrainResult:
+          stop_after: int | None = None, overwrite: bool = False, input_sha256=None) -> SDFTrainResult:
     """Train decoder and codes on ``data``; writes ``last.pt``, ``log.csv``, ``curves.png`` and ``config.toml``.
 
     ``resume`` continues from ``out_dir/last.pt``; ``stop_after`` ends this call after that
@@ -216,15 +226,21 @@ def train(cfg: DeepSDFConfig, data: SDFDataset, out_dir: str | Path, *, resume: 
     ``torchrun`` each rank takes its slice of every batch of shapes and draws only their
     samples; every code is updated from the gradient averaged over ranks, as one process
     would. SIGINT/SIGTERM save the exact position and return with ``interrupted`` set.
+
+    ``out_dir`` must not hold a run unless ``resume`` or ``overwrite``
+    (:func:`shapes3d.engine.loop.check_run_folder`); resume refuses another shape list (by content:
+    ``input_sha256``, one per shape, or read from the shapes' files) or another ``model`` section.
     """
     t = cfg.train
     if cfg.model.latent_size == 0 and len(data) != 1:
         raise ConfigError(f"single-shape mode (model.latent_size = 0) trains on exactly 1 shape, got {len(data)}")
+    check_run_folder(out_dir, resume=resume, overwrite=overwrite, epochs=t.epochs, config=cfg,
+                     architecture_keys=SDFTask.architecture_keys)
     dist = setup(t.device)
     if dist.is_main:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     gen = seed_all(t.seed)
-    task = SDFTask(cfg, data, dist)
+    task = SDFTask(cfg, data, dist, input_sha256)
     res = fit(task, out_dir, dist=dist, gen=gen, epochs=t.epochs, batch_size=t.shapes_per_batch, config=cfg,
               checkpoint_every=t.checkpoint_every, resume=resume, stop_after=stop_after)
     return SDFTrainResult(res.history, res.last_path, interrupted=res.interrupted)
@@ -232,7 +248,8 @@ def train(cfg: DeepSDFConfig, data: SDFDataset, out_dir: str | Path, *, resume: 
 
 @dataclass
 class TrainedDeepSDF:
-    """A trained model: decoder (eval mode), codes (S, L) or None, config, names, normalisations (S, 3), (S,)."""
+    """A trained model: decoder (eval mode), codes (S, L) or None, config, unique shape ids (``names``),
+    normalisations (S, 3), (S,), and per shape its source file (absolute) and class."""
 
     decoder: SDFDecoder
     codes: torch.Tensor | None
@@ -240,6 +257,9 @@ class TrainedDeepSDF:
     names: list[str]
     offsets: torch.Tensor
     scales: torch.Tensor
+    paths: list[str] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+    sha256: list[str | None] = field(default_factory=list)  #: content hash of each source file (None: unknown)
 
 
 def load_deepsdf(path: str | Path, *, device: str = "auto") -> TrainedDeepSDF:
@@ -253,5 +273,18 @@ def load_deepsdf(path: str | Path, *, device: str = "auto") -> TrainedDeepSDF:
     decoder = build_decoder(cfg)
     decoder.load_state_dict(ck["decoder"])
     codes = ck["codes"].get("embedding.weight") if ck["codes"] else None
-    return TrainedDeepSDF(decoder.to(dev).eval(), None if codes is None else codes.to(dev), cfg, list(ck["names"]),
-                          ck["offsets"], ck["scales"])
+    names, paths = list(ck["names"]), list(ck.get("paths", ()))
+    if "paths" not in ck:  # checkpoints before shape ids stored the source paths as names
+        from shapes3d.data.shape_ids import shape_names
+
+        paths, names = names, shape_names(names)
+    classes = list(ck.get("classes", ())) or [""] * len(names)
+    return TrainedDeepSDF(decoder.to(dev).eval(), None if codes is None else codes.to(dev), cfg, names,
+                          ck["offsets"], ck["scales"], paths, classes, _stored_hashes(ck, len(names)))
+
+
+def _stored_hashes(ck: dict, n: int) -> list:
+    """The shapes' content hashes a checkpoint recorded (its ``identity``), or [] when it has none."""
+    identity = ck.get("identity")
+    sha = list(identity.get("sha256") or []) if isinstance(identity, dict) else []
+    return sha if len(sha) == n else []

@@ -10,8 +10,10 @@ views, small images and few silhouette samples.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from shapes3d.config import option
+from shapes3d.config import MAX_SEED, check_ranges, option
+from shapes3d.geometry.limits import MAX_IMAGE_SIZE, MAX_POINTS, MAX_VIEWS
 
 _SILHOUETTE_LOSSES = ("bce", "l2")
 _OPTIMISE = ("code", "decoder")
@@ -36,6 +38,10 @@ class ViewRenderConfig:
                                      "autograd normals, whose gradient w.r.t. a ReLU decoder's code is zero).")
 
     def __post_init__(self) -> None:
+        check_ranges(self, size=(11, MAX_IMAGE_SIZE), views=(1, MAX_VIEWS), elevations=(-90.0, 90.0, True, True),
+                     distance=(1.0, None, True), fov_deg=(0.0, 180.0, True, True), max_steps=(1, 100_000),
+                     silhouette_samples=(1, 10_000), sharpness=(0.0, None, True), ambient=(0.0, 1.0),
+                     group=(1, MAX_VIEWS), normal_eps=(0.0, 1.0))
         if self.size < 11:
             raise ValueError(f"size must be >= 11 (the SSIM window), got {self.size}")
         if min(self.views, self.max_steps, self.silhouette_samples, self.group) < 1:
@@ -73,6 +79,9 @@ class FitViewsConfig:
     device: str = option("auto", "auto (CUDA when present), cpu, or cuda[:N].")
 
     def __post_init__(self) -> None:
+        check_ranges(self, steps=(1, 10**7), lr=(0.0, None, True), silhouette_weight=(0.0, None),
+                     ssim_weight=(0.0, None), perceptual_weight=(0.0, None), code_reg=(0.0, None),
+                     restarts=(1, 10_000), init_std=(0.0, None), seed=(0, MAX_SEED))
         if self.steps < 1 or self.restarts < 1:
             raise ValueError(f"steps and restarts must be >= 1, got {self.steps}, {self.restarts}")
         if not self.lr > 0 or min(self.silhouette_weight, self.ssim_weight, self.perceptual_weight,
@@ -90,7 +99,8 @@ class FitViewsConfig:
 
 @dataclass(frozen=True)
 class StyleShapeConfig:
-    """Stylising a DeepSDF shape with a style image's Gram statistics: ``shapes3d style shape``."""
+    """Stylising a DeepSDF shape with a style image's Gram statistics or MRF patches (``kind``):
+    ``shapes3d style shape``."""
 
     optimise: str = option("code", "What is optimised: the latent code (code) or a copy of the decoder (decoder).")
     steps: int = option(40, "Adam steps.")
@@ -103,7 +113,14 @@ class StyleShapeConfig:
     preserve_band: float = option(0.05, "Points are drawn where the original |SDF| < band (uniform elsewhere "
                                         "when too few are found).")
     style_layers: tuple[str, ...] = option(("relu1_1", "relu2_1", "relu3_1", "relu4_1"),
-                                           "VGG taps whose Gram matrices define the style.")
+                                           "VGG taps whose Gram matrices define the style (kind = gram).")
+    kind: Literal["gram", "mrf"] = option("gram", "Style term: gram (Gram matrices, Gatys et al.) or mrf (each "
+                                                  "k x k feature patch pulled to its nearest style patch, Li & "
+                                                  "Wand 2016).")
+    mrf_layers: tuple[str, ...] = option(("relu3_1", "relu4_1"), "VGG taps whose patches define the style "
+                                                                  "(kind = mrf).")
+    mrf_patch: int = option(3, "MRF patch size k (k x k feature patches).")
+    mrf_chunk: int = option(1024, "Style patches per nearest-patch convolution (memory vs speed; kind = mrf).")
     arch: str = option("vgg19", "Feature network: vgg19 (Gatys et al.) or vgg16.")
     weights: str = option("auto", "auto (search the usual places), a weight-file path, or random (tests only).")
     pool: str = option("avg", "Pooling of the feature network: avg or max.")
@@ -112,6 +129,9 @@ class StyleShapeConfig:
     device: str = option("auto", "auto (CUDA when present), cpu, or cuda[:N].")
 
     def __post_init__(self) -> None:
+        check_ranges(self, steps=(1, 10**7), lr_code=(0.0, None, True), lr_decoder=(0.0, None, True),
+                     style_weight=(0.0, None), preserve_weight=(0.0, None), preserve_points=(1, MAX_POINTS),
+                     preserve_band=(0.0, None, True), style_size=(16, MAX_IMAGE_SIZE), seed=(0, MAX_SEED))
         if self.optimise not in _OPTIMISE:
             raise ValueError(f"optimise must be 'code' or 'decoder', got {self.optimise!r}")
         if self.steps < 1 or self.preserve_points < 1 or self.style_size < 16:
@@ -123,6 +143,9 @@ class StyleShapeConfig:
             raise ValueError("style_weight and preserve_weight must be >= 0")
         if not self.style_layers:
             raise ValueError("style_layers must not be empty")
+        if self.kind not in ("gram", "mrf") or not self.mrf_layers or self.mrf_patch < 1 or self.mrf_chunk < 1:
+            raise ValueError(f"need kind gram or mrf, non-empty mrf_layers, mrf_patch >= 1 and mrf_chunk >= 1; got "
+                             f"{self.kind!r}, {self.mrf_layers}, {self.mrf_patch}, {self.mrf_chunk}")
         if self.arch not in ("vgg16", "vgg19") or self.pool not in ("avg", "max"):
             raise ValueError(f"arch must be vgg16/vgg19 and pool avg/max, got {self.arch!r}, {self.pool!r}")
 

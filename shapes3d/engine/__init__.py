@@ -29,6 +29,8 @@ __getattr__, __dir__, __all__ = lazy_face(__name__, {
     "load_manifest": "shapes3d.engine.jobs",
     "default_cache_dir": "shapes3d.engine.jobs",
     "expand_shape_paths": "shapes3d.engine.jobs",
+    "unique_names": "shapes3d.engine.jobs",
+    "check_run_folder": "shapes3d.engine.loop",
     # plots and logs
     "plot_curves": "shapes3d.engine.plots",
     "plot_confusion": "shapes3d.engine.plots",

@@ -16,13 +16,24 @@ A pipeline describes *what* one step, one epoch end and one checkpoint are with 
 * **ranks**: only rank 0 writes; per-epoch sums are added over ranks.
 
 A checkpoint is ``task.payload()`` plus the loop's keys ``epoch`` (epochs completed),
-``rng``, ``history`` and ``position`` (None at an epoch end).
+``rng``, ``history``, ``position`` (None at an epoch end) and ``identity`` (what was trained on:
+:meth:`Task.identity`, e.g. the class list and the sha256 of every input file).
+
+Runs are never mixed or silently lost (:func:`check_run_folder`, called by the trainers before
+any data is prepared): a new run refuses a folder holding a checkpoint unless told to
+overwrite it; ``resume`` needs a ``last.pt``, refuses a finished run, and refuses a checkpoint
+whose architecture (:attr:`Task.architecture_keys` of the config) or inputs (:meth:`Task.identity`)
+differ from this run's, naming what changed. Checkpoints written before ``identity`` existed
+resume with a warning. A NaN or infinite loss or weight stops training with a
+:class:`~shapes3d.errors.DivergedError` before anything is written: the last checkpoint stays the last good one.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +41,12 @@ from typing import Any
 
 import torch
 
-from shapes3d.config import config_to_toml
+from shapes3d.config import config_to_dict, config_to_toml
 from shapes3d.engine.checkpoint import load_checkpoint, require_keys, save_checkpoint
 from shapes3d.engine.distributed import Dist, StopFlag
 from shapes3d.engine.plots import plot_curves
 from shapes3d.engine.rng import rng_state, set_rng_state
+from shapes3d.errors import CheckpointError, DivergedError, RunFolderError
 from shapes3d.utils.io import atomic_write_csv, atomic_write_text, remove_stale_temporaries
 from shapes3d.utils.progress import progress
 
@@ -51,6 +63,9 @@ class Task:
     """
 
     required_keys: tuple[str, ...] = ()
+    #: Config keys (dotted; a table means every key below it) that fix the shapes of the weights: resuming with
+    #: other values is refused, naming them (e.g. ``("model", "data.resolution")``).
+    architecture_keys: tuple[str, ...] = ()
     sum_keys: tuple[str, ...] = ("loss",)
     unit: str = "step"
     bar_stat: str = "loss"
@@ -94,6 +109,16 @@ class Task:
         """The rows ``curves.png`` plots (default: the whole log)."""
         return history
 
+    def identity(self) -> dict[str, Any] | None:
+        """What the run trains on, saved in every checkpoint and compared on resume (None: nothing to compare).
+
+        Keys: ``what`` (e.g. ``"class list"``, ``"shape list"``), ``names`` (the classes, or the shapes whose
+        order the weights depend on), ``files`` and ``sha256`` (each training input and its content hash, None
+        where unknown) and ``ordered`` (True when ``sha256[i]`` must stay input ``i``, e.g. one latent code per
+        shape; False when only the multiset of inputs matters).
+        """
+        return None
+
 
 @dataclass
 class LoopResult:
@@ -116,15 +141,22 @@ def fit(task: Task, out_dir: str | Path, *, dist: Dist, gen: torch.Generator, ep
     if dist.is_main and out.is_dir():
         # A run folder has one writer: temp files of ours found at start are left by a killed run.
         remove_stale_temporaries(out, older_than_s=0)
-    state = _resume(last, task, gen, dist.device) if resume and last.exists() else _State()
+    cfg_dict = config_to_dict(config) if config is not None else None
+    identity = task.identity()
+    state = _resume(last, task, gen, dist.device, cfg_dict, identity) if resume and last.exists() else _State()
     task.begin(dist)
     if dist.is_main and config is not None:
         atomic_write_text(out / "config.toml", config_to_toml(config, header="Resolved configuration of this run."))
 
     def save(path: Path, epochs_done: int, position: dict | None) -> None:
+        payload = task.payload()
+        bad = _non_finite(payload)  # every rank checks (DDP keeps the weights equal): all raise together
+        if bad is not None:
+            raise DivergedError(f"training stopped: {bad} became non-finite (NaN or inf) at epoch {epochs_done + 1}; "
+                                f"not saved, {_last_good(last)}; lower the learning rate or check the data")
         if dist.is_main:
-            save_checkpoint(path, {**task.payload(), "epoch": epochs_done, "rng": rng_state(gen, dist.device),
-                                   "history": state.history, "position": position})
+            save_checkpoint(path, {**payload, "epoch": epochs_done, "rng": rng_state(gen, dist.device),
+                                   "history": state.history, "position": position, "identity": identity})
 
     end = epochs if stop_after is None else min(epochs, state.start_epoch + stop_after - 1)
     with StopFlag() as stop:
@@ -136,6 +168,7 @@ def fit(task: Task, out_dir: str | Path, *, dist: Dist, gen: torch.Generator, ep
                            leave=False, disable=not dist.is_main)
             for bi in bar:
                 done = task.step(batches[bi], epoch, gen)
+                _check_finite_step(done, dist, epoch, bi + 1, len(batches), last)
                 if done is not None:
                     pos.add(*done)
                     if hasattr(bar, "set_postfix"):
@@ -203,12 +236,199 @@ class _State:
         return _Position(epoch, p["order"].cpu(), p["step"], p["sums"], p["seconds"])
 
 
-def _resume(path: Path, task: Task, gen: torch.Generator, device: torch.device) -> _State:
+def _resume(path: Path, task: Task, gen: torch.Generator, device: torch.device, config: dict | None,
+            identity: dict | None) -> _State:
     ck = load_checkpoint(path, map_location=device)
     require_keys(path, ck, (*task.required_keys, "epoch", "rng", "history"))
-    task.load(ck)
+    changes = []
+    if config is not None and task.architecture_keys and isinstance(ck.get("config"), dict):
+        changes += architecture_changes(ck["config"], config, task.architecture_keys)
+    if identity is not None:
+        if isinstance(ck.get("identity"), dict):
+            changes += identity_changes(ck["identity"], identity)
+        else:
+            log.warning("%s was written before checkpoints recorded their inputs: resuming without checking that "
+                        "the data is the same", path)
+    if changes:
+        raise RunFolderError(f"{path}: cannot resume, {'; '.join(changes)} (resume with the same data and "
+                             f"settings, or start a new run with --overwrite or another --out)")
+    try:
+        task.load(ck)
+    except (RuntimeError, KeyError, ValueError, IndexError) as e:  # shapes of weights or optimiser state differ
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise CheckpointError(path, f"does not fit this model and data, cannot resume ({type(e).__name__}: "
+                                    f"{first})") from None
     set_rng_state(ck["rng"], gen, device)
     state = _State(start_epoch=ck["epoch"] + 1, history=ck["history"], position=ck.get("position"))
     log.info("resumed from %s at epoch %d%s", path, state.start_epoch,
              f", step {state.position['step']}" if state.position else "")
     return state
+
+
+def _check_finite_step(done: tuple[dict[str, float], int] | None, dist: Dist, epoch: int, step: int, steps: int,
+                       last: Path) -> None:
+    """Raise :class:`DivergedError` when a step's statistics are NaN or infinite (on any rank: all raise)."""
+    stats = done[0] if done is not None else {}
+    bad = sorted(k for k, v in stats.items() if not math.isfinite(v))
+    if dist.enabled:
+        bad_anywhere = dist.all_sum([float(bool(bad))])[0] > 0
+        bad = bad or (["loss (on another rank)"] if bad_anywhere else [])
+    if bad:
+        values = ", ".join(f"{k} {stats[k]}" for k in bad if k in stats) or bad[0]
+        raise DivergedError(f"training stopped: the loss became non-finite ({values}) at epoch {epoch}, step "
+                            f"{step}/{steps}; {_last_good(last)}; lower the learning rate or check the data")
+
+
+def _last_good(last: Path) -> str:
+    return f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+
+
+def _non_finite(payload: Any, where: str = "") -> str | None:
+    """The key path of the first floating tensor or float in ``payload`` holding NaN or inf, else None."""
+    if isinstance(payload, torch.Tensor):
+        if payload.is_floating_point() and not bool(torch.isfinite(payload).all()):
+            return where or "a tensor"
+        return None
+    if isinstance(payload, float):
+        return None  # plain numbers (best scores start at -inf / inf) are bookkeeping, not weights
+    items = payload.items() if isinstance(payload, dict) else enumerate(payload) \
+        if isinstance(payload, (list, tuple)) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{where}.{k}" if where else str(k))
+        if found is not None:
+            return found
+    return None
+
+
+RUN_FILES = ("last.pt", "best.pt")
+
+
+def check_run_folder(out: str | Path, *, resume: bool, overwrite: bool = False, epochs: int | None = None,
+                     config: Any = None, architecture_keys: tuple[str, ...] = ()) -> Path | None:
+    """Refuse, before any expensive work, a training run that would lose or mix runs; see the module docstring.
+
+    * ``out`` must be a folder (or not exist yet); ``resume`` and ``overwrite`` exclude each other;
+    * a new run into a folder holding ``last.pt`` or ``best.pt`` is a :class:`RunFolderError` naming
+      ``--resume`` and ``--overwrite``; with ``overwrite`` both files are deleted first (rank 0), so the
+      folder never holds checkpoints of two runs;
+    * ``resume`` needs ``out/last.pt``; a finished run (``epoch >= epochs``, no in-epoch position) is a
+      :class:`RunFolderError` saying so (raise ``train.epochs`` to train on);
+    * ``resume`` with other values of ``architecture_keys`` in ``config`` than the checkpoint's config is a
+      :class:`RunFolderError` naming each (``model.hidden 128 -> 256``).
+
+    Returns the checkpoint to resume from, or None for a fresh run.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{out}: --out is a file, expected a run folder")
+    if resume and overwrite:
+        raise RunFolderError(f"{out}: --resume and --overwrite exclude each other (continue the run, or replace it)")
+    last = out / "last.pt"
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if not resume:
+        if not present:
+            return None
+        if not overwrite:
+            raise RunFolderError(f"{out} already holds a training run ({', '.join(present)}): continue it with "
+                                 f"--resume, or replace it with --overwrite (or choose another --out)")
+        from shapes3d.engine.distributed import is_main_process
+
+        if is_main_process():
+            for name in present:
+                (out / name).unlink(missing_ok=True)
+            log.warning("--overwrite: removed %s from %s", ", ".join(present), out)
+        return None
+    if not last.exists():
+        raise RunFolderError(f"{out}: --resume given but there is no checkpoint (last.pt) to resume from; "
+                             f"drop --resume to start a new run")
+    ck = load_checkpoint(last)
+    position = ck.get("position")
+    if epochs is not None and isinstance(ck.get("epoch"), int) and ck["epoch"] >= epochs and position is None:
+        raise RunFolderError(f"{out}: the run is finished (epoch {ck['epoch']} of {epochs}); nothing to resume "
+                             f"(raise train.epochs to train longer, or start again with --overwrite)")
+    if config is not None and architecture_keys and isinstance(ck.get("config"), dict):
+        changes = architecture_changes(ck["config"], config_to_dict(config), architecture_keys)
+        if changes:
+            raise RunFolderError(f"{last}: cannot resume, the architecture changed: {'; '.join(changes)} (use "
+                                 f"the checkpoint's values, or start a new run with --overwrite or another --out)")
+    return last
+
+
+def _leaves(d: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: list(d) if isinstance(d, tuple) else d}
+
+
+def _select(cfg: dict, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def architecture_changes(old_config: dict, new_config: dict, keys: tuple[str, ...]) -> list[str]:
+    """``"model.hidden 128 -> 256"`` for every leaf under ``keys`` that differs between two config dicts."""
+    changes = []
+    for key in keys:
+        old, new = _leaves(_select(old_config, key), key), _leaves(_select(new_config, key), key)
+        for k in sorted(set(old) | set(new)):
+            if old.get(k) != new.get(k):
+                changes.append(f"{k} {old.get(k)!r} -> {new.get(k)!r}")
+    return changes
+
+
+def _quote(items, limit: int = 3) -> str:
+    items = list(items)
+    shown = ", ".join(repr(x) for x in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def identity_changes(old: dict, new: dict) -> list[str]:
+    """What differs between two :meth:`Task.identity` dicts, one phrase each (empty: the same inputs)."""
+    what = new.get("what", "input list")
+    changes = []
+    on, nn = list(old.get("names") or []), list(new.get("names") or [])
+    oh, nh = list(old.get("sha256") or []), list(new.get("sha256") or [])
+    hashed = bool(oh) and bool(nh) and None not in oh and None not in nh
+    if new.get("ordered"):
+        if hashed:
+            if len(oh) != len(nh):
+                changes.append(f"{what} changed: {len(oh)} -> {len(nh)} inputs")
+            else:
+                files = list(new.get("files") or nn)
+                differ = [files[i] if i < len(files) else f"#{i}" for i in range(len(oh)) if oh[i] != nh[i]]
+                if differ:
+                    moved = Counter(oh) == Counter(nh)
+                    changes.append(f"{what} changed: {len(differ)} of {len(oh)} inputs "
+                                   f"{'in another order' if moved else 'differ in content'} ({_quote(differ)})")
+        elif on != nn:
+            changes.append(_name_change(what, on, nn))
+        return changes
+    if on != nn:
+        changes.append(_name_change(what, on, nn))
+    if hashed:
+        of = dict(zip(oh, old.get("files") or oh))
+        nf = dict(zip(nh, new.get("files") or nh))
+        gone = Counter(oh) - Counter(nh)
+        added = Counter(nh) - Counter(oh)
+        if gone or added:
+            parts = []
+            if gone:
+                parts.append(f"{sum(gone.values())} removed or edited ({_quote(of[h] for h in gone)})")
+            if added:
+                parts.append(f"{sum(added.values())} added or edited ({_quote(nf[h] for h in added)})")
+            changes.append(f"training files changed: {', '.join(parts)}")
+    return changes
+
+
+def _name_change(what: str, old: list, new: list) -> str:
+    removed = [x for x in old if x not in set(new)]
+    added = [x for x in new if x not in set(old)]
+    if not removed and not added:
+        return f"{what} changed: the same {len(old)} names in another order"
+    parts = ([f"{_quote(removed)} renamed/removed"] if removed else []) + ([f"{_quote(added)} added"] if added else [])
+    return f"{what} changed: {', '.join(parts)}"

@@ -9,6 +9,11 @@ The grid is a corners :class:`~shapes3d.geometry.conventions.Grid` (R samples pe
 with ``Grid.index_to_world``.
 
 The coarse-to-fine mode and its guarantee are described in :mod:`shapes3d.geometry.coarse_to_fine`.
+
+**Whole meshes.** A field that is still inside (<= level) on the box's faces would be cut open there. By default
+(``close=True``) the volume is padded outside the box with a large positive value, so such surfaces close with a
+cap lying on the box face; ``ExtractedMesh.touches_box`` counts the box corners that were inside (0 for a shape
+well within the box) and a warning names them, since a cap usually means the box (``bound``) is too small.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class ExtractedMesh:
     n_evaluated: int
     seconds: float
     grid: Grid
+    touches_box: int = 0  #: grid corners on the box faces at or below level (closed by caps when ``close``)
 
 
 class _GridField:
@@ -165,6 +171,18 @@ def _checked_grid(sdf_fn, *, resolution, bound, box, mode, chunk_size, level, sa
     return Grid(int(resolution), tuple(box[0]), tuple(box[1]))
 
 
+#: Value of the padding outside the box: so large that a closing cap's vertices land exactly on the box corners
+#: (marching cubes interpolates (level - v) / (PAD - v), which rounds to 0 for any |v| < 1e13).
+PAD_VALUE = 1.0e30
+
+
+def _boundary_inside(vol: np.ndarray, level: np.float32) -> int:
+    """How many corners on the volume's six faces are at or below ``level``."""
+    inside = vol <= level
+    inner = inside[1:-1, 1:-1, 1:-1].sum() if min(vol.shape) > 2 else 0
+    return int(inside.sum() - inner)
+
+
 def _no_crossing_reason(vol: np.ndarray, known: np.ndarray | None, level: float) -> str:
     values = vol if known is None else vol[known]  # placeholders would fake the range
     lo, hi = float(values.min()), float(values.max())
@@ -188,6 +206,7 @@ def extract_mesh(
     dtype: torch.dtype = torch.float32,
     safety: float = DEFAULT_SAFETY,
     coarse_stride: int | None = None,
+    close: bool = True,
 ) -> ExtractedMesh:
     """Extract the ``level`` set of ``sdf_fn`` with marching cubes on an R**3 corners grid.
 
@@ -204,6 +223,8 @@ def extract_mesh(
 
     Faces wind outward (normals point to increasing values). A field with no crossing gives
     ``empty=True`` with a reason and a logged warning; NaN/inf raises NonFiniteFieldError.
+    ``close``: pad the volume outside the box with positive values so a surface reaching the box closes there
+    (see the module notes; ``touches_box`` reports it either way).
     """
     t0 = time.perf_counter()
     grid = _checked_grid(sdf_fn, resolution=resolution, bound=bound, box=box, mode=mode, chunk_size=chunk_size,
@@ -221,10 +242,19 @@ def extract_mesh(
         )
 
     mask = surface_cells_mask(vol, level32)
-    if not mask.any():
+    if not mask.any():  # a field inside everywhere is no shape either: nothing to close
         reason = _no_crossing_reason(vol, known, level)
         log.warning("extract_mesh: %s; returning an empty mesh", reason)
         return ExtractedMesh(_empty_mesh(), True, reason, field.n_evaluated, time.perf_counter() - t0, grid)
+    touches = _boundary_inside(vol, level32)
+    shift = 0
+    if touches:
+        log.warning("extract_mesh: the field is inside at %d corners of the box faces (box %s..%s); %s", touches,
+                    grid.lo, grid.hi, "closing the surface at the box" if close else "the surface is cut open there")
+        if close:
+            vol = np.pad(vol, 1, constant_values=np.float32(level32 + PAD_VALUE))
+            mask = surface_cells_mask(vol, level32)
+            shift = 1
 
     del known
     # skimage flips its right-handed faces for "descent"; with values increasing
@@ -237,11 +267,11 @@ def extract_mesh(
         reason = "no surface: the only crossings are degenerate (values exactly at level)"
         log.warning("extract_mesh: %s; returning an empty mesh", reason)
         return ExtractedMesh(_empty_mesh(), True, reason, field.n_evaluated, time.perf_counter() - t0, grid)
-    world = grid.index_to_world(verts.astype(np.float64))
+    world = grid.index_to_world(verts.astype(np.float64) - shift)
     mesh = trimesh.Trimesh(vertices=world, faces=faces.astype(np.int64), process=False)
     seconds = time.perf_counter() - t0
     log.info(
         "extract_mesh (%s, R=%d): %d vertices, %d faces; evaluated %d of %d corners (%.2f%%) in %.2f s",
         mode, r, len(world), len(faces), field.n_evaluated, r**3, 100.0 * field.n_evaluated / r**3, seconds,
     )
-    return ExtractedMesh(mesh, False, "", field.n_evaluated, seconds, grid)
+    return ExtractedMesh(mesh, False, "", field.n_evaluated, seconds, grid, touches)

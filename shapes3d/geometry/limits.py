@@ -93,3 +93,17 @@ class BoundedReader:
         data = self.read(len(buf))
         buf[: len(data)] = data
         return len(data)
+
+
+# Sizes a user may ask for: bounded so that a typo (--resolution 10000) is an error naming the limit instead of an
+# allocation of terabytes. Enforced by the configs (``__post_init__``), the jobs and the CLI's argument types.
+#: Voxel grids (VoxNet input, voxel caches): 256^3 cells are 16 MiB per rotation and shape.
+MAX_VOXEL_RESOLUTION = 256
+#: Mesh extraction grids (marching cubes, corners per axis): 1024^3 SDF values are 4 GiB as float32.
+MAX_EXTRACT_RESOLUTION = 1024
+#: Image sides in pixels (renders, contact sheets, style images).
+MAX_IMAGE_SIZE = 4096
+#: Camera azimuths per elevation of a render or view fit.
+MAX_VIEWS = 360
+#: Samples / points per shape (SDF sampling, evaluation surface points).
+MAX_POINTS = 100_000_000

@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shapes3d.config import option
+from shapes3d.config import MAX_SEED, check_ranges, option
 from shapes3d.errors import CheckpointError, ConfigError, MissingFileError
+from shapes3d.geometry.limits import MAX_POINTS
 from shapes3d.utils.io import atomic_write
 
 if TYPE_CHECKING:  # trimesh, open3d and scipy load inside the functions: configs load without them
@@ -67,6 +68,11 @@ class SDFSampleConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "variances", tuple(float(v) for v in self.variances))
+        try:
+            check_ranges(self, n_samples=(1, MAX_POINTS), n_uniform=(0, MAX_POINTS), variances=(0.0, 1.0, True),
+                         margin=(0.0, 10.0), bound=(0.0, 100.0, True), seed=(0, MAX_SEED))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if int(self.n_samples) != self.n_samples or self.n_samples < 1:
             raise ConfigError(f"n_samples must be a positive integer, got {self.n_samples}")
         if int(self.n_uniform) != self.n_uniform or not 0 <= self.n_uniform <= self.n_samples:

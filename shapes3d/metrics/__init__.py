@@ -1,4 +1,5 @@
-"""Shape metrics: named Chamfer variants, F-score, normal consistency, IoU, Hausdorff, EMD.
+"""Shape metrics: named Chamfer variants, F-score, normal consistency, IoU, Hausdorff, EMD, mesh accuracy and
+completion.
 
 A lazy face: names resolve on first use.
 """
@@ -10,9 +11,12 @@ __getattr__, __dir__, __all__ = lazy_face(__name__, {name: "shapes3d.metrics.sha
     "chamfer",
     "chamfer_deepsdf",
     "chamfer_l2_mean",
+    "cloud_metrics",
     "emd_approx",
     "fscore",
     "hausdorff",
+    "mesh_accuracy",
+    "mesh_completion",
     "mesh_metrics",
     "nearest_distances",
     "normal_consistency",

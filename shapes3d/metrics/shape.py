@@ -9,6 +9,10 @@ Chamfer variants are named, never implied (docs/ARCHITECTURE.md):
 * :func:`chamfer` — either of the above or the half-sum, by required keywords.
 
 Distances are Euclidean in the clouds' own units. Clouds are (N, 3) and (M, 3).
+
+Mesh accuracy and completion follow DeepSDF (after Stutz & Geiger): *accuracy* is the distance d such that 90 %
+of the reconstruction's surface points lie within d of the ground truth (lower is better); *completion* is the
+fraction of ground-truth points within a threshold (default 0.01) of the reconstruction (higher is better).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from scipy.spatial import cKDTree
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS = (0.01, 0.02, 0.05)
+ACCURACY_PERCENTILE = 90.0
+COMPLETION_THRESHOLD = 0.01
 
 
 def _cloud(x, name: str) -> np.ndarray:
@@ -71,6 +77,22 @@ def hausdorff(a, b) -> float:
     """Symmetric Hausdorff distance: the largest nearest-neighbour distance in either direction."""
     d_ab, d_ba = nearest_distances(a, b)
     return float(max(d_ab.max(), d_ba.max()))
+
+
+def mesh_accuracy(pred, gt, *, percentile: float = ACCURACY_PERCENTILE) -> float:
+    """Distance d such that ``percentile`` % of the ``pred`` points lie within d of ``gt`` (numpy's linear
+    percentile of the nearest distances pred -> gt)."""
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
+    d_pg, _ = nearest_distances(pred, gt)
+    return float(np.percentile(d_pg, percentile))
+
+
+def mesh_completion(pred, gt, *, threshold: float = COMPLETION_THRESHOLD) -> float:
+    """Fraction of the ``gt`` points within ``threshold`` (inclusive) of ``pred``."""
+    (t,) = _thresholds(threshold)
+    _, d_gp = nearest_distances(pred, gt)
+    return float(np.mean(d_gp <= t))
 
 
 def _thresholds(thresholds) -> tuple[float, ...]:
@@ -187,33 +209,18 @@ def mesh_metrics(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     emd_points: int = 1024,
     iou_resolution: int | None = 32,
+    completion_threshold: float = COMPLETION_THRESHOLD,
 ) -> dict[str, float]:
     """All metrics between two meshes from ``n_points`` area-uniform samples of each surface.
 
-    Keys: ``chamfer_deepsdf``, ``chamfer_l2_mean``, ``hausdorff``, ``normal_consistency``,
-    ``emd_approx`` (on ``emd_points`` of the samples), ``fscore@{t}`` per threshold and
-    ``iou`` — occupancy at the cell centres of an ``iou_resolution``^3 grid over the two
-    meshes' joint bounding box (open3d ray casting); NaN, with a warning, unless both
-    meshes are watertight; absent when ``iou_resolution`` is None.
+    Keys: those of :func:`cloud_metrics`, and ``iou`` — occupancy at the cell centres of an
+    ``iou_resolution``^3 grid over the two meshes' joint bounding box (open3d ray casting); NaN, with a
+    warning, unless both meshes are watertight; absent when ``iou_resolution`` is None.
     """
     a, na = sample_surface(pred, n_points, seed)
     b, nb = sample_surface(gt, n_points, seed + 1)  # independent draws for the two surfaces
-    # One nearest-neighbour query per direction serves every point metric (the functions above
-    # each query on their own: five tree builds and ten queries for the same answers).
-    d_ab, i_ab = cKDTree(b).query(a, k=1)
-    d_ba, i_ba = cKDTree(a).query(b, k=1)
-    na, nb = _unit(na, "pred normals", len(a)), _unit(nb, "gt normals", len(b))
-    out = {
-        "chamfer_deepsdf": float((d_ab**2).mean() + (d_ba**2).mean()),
-        "chamfer_l2_mean": float(d_ab.mean() + d_ba.mean()),
-        "hausdorff": float(max(d_ab.max(), d_ba.max())),
-        "normal_consistency": float(0.5 * (np.abs(np.sum(na * nb[i_ab], axis=1)).mean()
-                                           + np.abs(np.sum(nb * na[i_ba], axis=1)).mean())),
-        "emd_approx": emd_approx(a, b, n=emd_points, seed=seed),
-    }
-    for t in _thresholds(thresholds):
-        prec, rec = float(np.mean(d_ab <= t)), float(np.mean(d_ba <= t))
-        out[f"fscore@{t:g}"] = 0.0 if prec + rec == 0 else 2 * prec * rec / (prec + rec)
+    out = cloud_metrics(a, na, b, nb, seed=seed, thresholds=thresholds, emd_points=emd_points,
+                        completion_threshold=completion_threshold)
     if iou_resolution is not None:
         if pred.is_watertight and gt.is_watertight:
             lo = np.minimum(pred.bounds[0], gt.bounds[0])
@@ -223,4 +230,38 @@ def mesh_metrics(
             log.warning("mesh_metrics: iou needs watertight meshes (pred %s, gt %s); reporting NaN",
                         pred.is_watertight, gt.is_watertight)
             out["iou"] = float("nan")
+    return out
+
+
+def cloud_metrics(a, na, b, nb=None, *, seed: int = 0, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+                  emd_points: int = 1024, completion_threshold: float = COMPLETION_THRESHOLD) -> dict[str, float]:
+    """Point metrics of reconstruction points ``a`` (N, 3) with normals ``na`` against ground truth ``b`` (M, 3)
+    with normals ``nb`` (None: ``normal_consistency`` is NaN).
+
+    Keys: ``chamfer_deepsdf``, ``chamfer_l2_mean``, ``hausdorff``, ``normal_consistency``, ``emd_approx`` (on
+    ``emd_points`` of the points of each cloud), ``fscore@{t}`` per threshold, ``accuracy@90`` (mesh accuracy)
+    and ``completion@{t}`` (mesh completion at ``completion_threshold``).
+    """
+    a, b = _cloud(a, "a"), _cloud(b, "b")
+    # One nearest-neighbour query per direction serves every point metric (the functions above
+    # each query on their own: five tree builds and ten queries for the same answers).
+    d_ab, i_ab = cKDTree(b).query(a, k=1)
+    d_ba, i_ba = cKDTree(a).query(b, k=1)
+    nc = float("nan")
+    if nb is not None:
+        na, nb = _unit(na, "pred normals", len(a)), _unit(nb, "gt normals", len(b))
+        nc = float(0.5 * (np.abs(np.sum(na * nb[i_ab], axis=1)).mean() + np.abs(np.sum(nb * na[i_ba], axis=1)).mean()))
+    (ct,) = _thresholds(completion_threshold)
+    out = {
+        "chamfer_deepsdf": float((d_ab**2).mean() + (d_ba**2).mean()),
+        "chamfer_l2_mean": float(d_ab.mean() + d_ba.mean()),
+        "hausdorff": float(max(d_ab.max(), d_ba.max())),
+        "normal_consistency": nc,
+        "emd_approx": emd_approx(a, b, n=emd_points, seed=seed),
+        f"accuracy@{ACCURACY_PERCENTILE:g}": float(np.percentile(d_ab, ACCURACY_PERCENTILE)),
+        f"completion@{ct:g}": float(np.mean(d_ba <= ct)),
+    }
+    for t in _thresholds(thresholds):
+        prec, rec = float(np.mean(d_ab <= t)), float(np.mean(d_ba <= t))
+        out[f"fscore@{t:g}"] = 0.0 if prec + rec == 0 else 2 * prec * rec / (prec + rec)
     return out

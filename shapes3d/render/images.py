@@ -173,6 +173,7 @@ class SheetResult:
     rows: int
     views: int
     skipped: list[str] = field(default_factory=list)
+    inputs: int = 0  #: inputs given (each drawn or skipped)
 
 
 def mesh_sheet(paths: Sequence[str | Path], out: str | Path, *, views: int = 6, elevations=(25.0,), size: int = 128,
@@ -181,15 +182,29 @@ def mesh_sheet(paths: Sequence[str | Path], out: str | Path, *, views: int = 6, 
     """A contact sheet of meshes (CPU ray casting), one row per input and mode, one column per view, as ``out``.
 
     Unreadable meshes are skipped (listed in the result). ``other_rows``: labelled rows for inputs that are not
-    meshes (``.pt`` files, e.g. the shapes of a DeepSDF checkpoint), in input order.
+    meshes (``.pt`` files, e.g. the shapes of a DeepSDF checkpoint), in input order. Rows are labelled by the
+    file's stem, or by the shortest distinguishing part of its path where stems clash
+    (:func:`~shapes3d.utils.names.unique_names`: ``a/model.obj``, ``b/model.obj`` -> ``a``, ``b``).
+    Sizes are checked before anything is rendered.
     """
     from shapes3d.errors import Shapes3DError
     from shapes3d.geometry.io import load_mesh
+    from shapes3d.utils.names import unique_names
     from shapes3d.utils.progress import progress
 
+    check_sheet_options(out, views=views, elevations=elevations, size=size, up=up, modes=modes)
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise Shapes3DError("nothing to render: no inputs given")
+    if not any(p.exists() for p in paths):
+        from shapes3d.errors import MissingFileError
+
+        raise MissingFileError(paths[0], "file does not exist" + (f" (nor do the other {len(paths) - 1} inputs)"
+                                                                  if len(paths) > 1 else ""))
+    names = unique_names(paths)
     rows: list[LabelledRow] = []
     skipped = []
-    for path in progress([Path(p) for p in paths], desc="render", unit="input"):
+    for path, name in progress(list(zip(paths, names)), desc="render", unit="input"):
         if other_rows is not None and path.suffix.lower() == ".pt":
             rows += other_rows(path)
             continue
@@ -198,9 +213,38 @@ def mesh_sheet(paths: Sequence[str | Path], out: str | Path, *, views: int = 6, 
         except Shapes3DError as e:
             skipped.append(str(e))
             continue
-        rows += label_rows(path.stem, modes, render_rows(mesh, views=views, elevations=elevations, size=size, up=up,
-                                                         modes=modes))
+        rows += label_rows(name, modes, render_rows(mesh, views=views, elevations=elevations, size=size, up=up,
+                                                    modes=modes))
     if not rows:
         raise Shapes3DError("nothing to render: every input was skipped" + "".join(f"\n  skipped: {r}" for r in skipped))
     write_sheet(rows, out)
-    return SheetResult(Path(out), len(rows), len(rows[0][1]), skipped)
+    return SheetResult(Path(out), len(rows), len(rows[0][1]), skipped, len(paths))
+
+
+def check_sheet_options(out: str | Path, *, views: int, elevations, size: int, up: str, modes) -> None:
+    """One-line errors naming the option, its value and the valid range, before anything is rendered."""
+    import math
+
+    from shapes3d.errors import ConfigError, Shapes3DError
+    from shapes3d.geometry.limits import MAX_IMAGE_SIZE, MAX_VIEWS
+
+    for name, value, lo, hi in (("views", views, 1, MAX_VIEWS), ("size", size, 16, MAX_IMAGE_SIZE)):
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ConfigError(f"{name}: {value!r} is out of range [{lo}, {hi}]")
+    elevations = list(elevations)
+    if not elevations or any(not isinstance(e, (int, float)) or not math.isfinite(e) or not -90 < e < 90
+                             for e in elevations):
+        raise ConfigError(f"elevations: {elevations!r}: expected one or more angles in (-90, 90) degrees")
+    if up not in ("x", "y", "z"):
+        raise ConfigError(f"up: {up!r}: expected x, y or z")
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise ConfigError(f"modes: {list(modes)!r}: expected one or more of {', '.join(MODES)}")
+    out = Path(out)
+    if out.is_dir():
+        raise Shapes3DError(f"{out}: --out is a folder, expected a PNG file path (e.g. {out / 'renders.png'})")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise Shapes3DError(f"{out}: --out lies inside {parent}, which is a file, not a folder")
+            break

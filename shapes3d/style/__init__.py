@@ -1,7 +1,8 @@
-"""Jobs on the shared VGG features: Gram-matrix texture synthesis and style transfer, feature inversion,
-DeepDream, and gradient-ascent visualisation of VGG units and ImageNet classes.
+"""Jobs on the shared VGG features: texture synthesis and style transfer (Gram or MRF style), view-consistent
+style on multi-view renders, feature inversion, DeepDream, and gradient-ascent visualisation of VGG units and
+ImageNet classes.
 
-Jobs: :func:`texture`, :func:`transfer`, :func:`invert`, :func:`dream`, :func:`dream_views`,
+Jobs: :func:`texture`, :func:`transfer`, :func:`views`, :func:`invert`, :func:`dream`, :func:`dream_views`,
 :func:`classviz_vgg`. A lazy face: names resolve on first use.
 """
 
@@ -13,6 +14,12 @@ __getattr__, __dir__, __all__ = lazy_face(__name__, {
     "StyleConfig": "shapes3d.style.config",
     "synthesize_texture": "shapes3d.style.synthesis",
     "style_transfer": "shapes3d.style.synthesis",
+    "views": "shapes3d.style.view_consistency",
+    "StyleViewsConfig": "shapes3d.style.views_config",
+    "view_pairs": "shapes3d.style.view_warp",
+    "warp": "shapes3d.style.view_warp",
+    "consistency_loss": "shapes3d.style.view_warp",
+    "warped_difference": "shapes3d.style.view_warp",
     "invert": "shapes3d.style.inversion",
     "tv_beta": "shapes3d.style.inversion",
     "dream": "shapes3d.style.dream",

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from shapes3d.config import option
+from shapes3d.config import MAX_SEED, check_ranges, option
+from shapes3d.geometry.limits import MAX_IMAGE_SIZE
 
 
 @dataclass(frozen=True)
 class StyleConfig:
-    """Gram-matrix texture synthesis and style transfer (Gatys et al.) by pixel optimisation."""
+    """Texture synthesis and style transfer by pixel optimisation: Gram statistics (Gatys et al.) or MRF patches
+    (Li & Wand), as ``kind`` says."""
 
     arch: str = option("vgg19", "Feature network: vgg19 (Gatys et al.) or vgg16.")
     weights: str = option("auto", "auto (search the usual places), a weight-file path, or random (tests only).")
     pool: str = option("avg", "Pooling in the feature network: avg (Gatys et al. found it smoother) or max.")
     style_layers: tuple[str, ...] = option(("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
-                                           "Layers whose Gram matrices define the style.")
+                                           "Layers whose Gram matrices define the style (kind = gram).")
+    kind: Literal["gram", "mrf"] = option("gram", "Style term: gram (Gram matrices, Gatys et al.) or mrf (each "
+                                                  "k x k feature patch pulled to its nearest style patch, Li & "
+                                                  "Wand 2016).")
+    mrf_layers: tuple[str, ...] = option(("relu3_1", "relu4_1"), "Layers whose patches define the style "
+                                                                  "(kind = mrf).")
+    mrf_patch: int = option(3, "MRF patch size k (k x k feature patches).")
+    mrf_chunk: int = option(1024, "Style patches per nearest-patch convolution (memory vs speed; kind = mrf).")
     content_layers: tuple[str, ...] = option(("relu4_2",), "Layers whose activations define the content.")
     style_weight: float = option(1.0, "Weight of the style loss (each layer normalised by its target Gram energy).")
     content_weight: float = option(1.0, "Weight of the content loss (normalised by the target feature energy).")
@@ -27,6 +37,8 @@ class StyleConfig:
     device: str = option("auto", "auto (CUDA when present), cpu, or cuda[:N].")
 
     def __post_init__(self) -> None:
+        check_ranges(self, style_weight=(0.0, None), content_weight=(0.0, None), tv_weight=(0.0, None),
+                     size=(16, MAX_IMAGE_SIZE), steps=(1, 10**7), seed=(0, MAX_SEED))
         if self.arch not in ("vgg16", "vgg19"):
             raise ValueError(f"arch must be 'vgg16' or 'vgg19', got {self.arch!r}")
         if self.pool not in ("avg", "max"):
@@ -37,3 +49,6 @@ class StyleConfig:
             raise ValueError(f"size must be >= 16 and steps >= 1, got {self.size}, {self.steps}")
         if not self.style_layers:
             raise ValueError("style_layers must not be empty")
+        if self.kind not in ("gram", "mrf") or not self.mrf_layers or self.mrf_patch < 1 or self.mrf_chunk < 1:
+            raise ValueError(f"need kind gram or mrf, non-empty mrf_layers, mrf_patch >= 1 and mrf_chunk >= 1; got "
+                             f"{self.kind!r}, {self.mrf_layers}, {self.mrf_patch}, {self.mrf_chunk}")

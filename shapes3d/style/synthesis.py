@@ -1,10 +1,11 @@
-"""Gram-matrix texture synthesis and neural style transfer by pixel optimisation (Gatys et al.).
+"""Texture synthesis and neural style transfer by pixel optimisation (Gatys et al.; MRF patches of Li & Wand).
 
 The image is optimised directly with L-BFGS, one iteration per progress-bar tick,
 and clamped to [0, 1] between iterations. Each style layer's loss is divided by its
 target Gram energy (and the content loss by the target feature energy), so the
 weights are scale-free: the same config works for ImageNet- and Caffe-preprocessed
-networks, whose Gram magnitudes differ by ~255^4.
+networks, whose Gram magnitudes differ by ~255^4. ``cfg.kind`` chooses the style term, Gram or MRF
+(:mod:`shapes3d.losses.style_term`, shared with the shape and multi-view style jobs).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from shapes3d.losses.image import content_loss, gram_matrix, style_loss, total_variation
+from shapes3d.losses.image import content_loss, total_variation
+from shapes3d.losses.style_term import style_layers_for, style_term_for
 from shapes3d.models.vgg import VGGFeatures
 from shapes3d.pretrained import load_vgg
 from shapes3d.style.config import StyleConfig
@@ -31,7 +33,7 @@ class StyleResult:
 
 
 def feature_net(cfg: StyleConfig, device: torch.device) -> VGGFeatures:
-    taps = tuple(dict.fromkeys((*cfg.style_layers, *cfg.content_layers)))
+    taps = tuple(dict.fromkeys((*style_layers_for(cfg), *cfg.content_layers)))
     return load_vgg(cfg.arch, weights=cfg.weights, taps=taps, pool=cfg.pool).to(device)
 
 
@@ -67,19 +69,19 @@ def _optimise(x0: torch.Tensor, objective, steps: int, desc: str) -> StyleResult
 
 def synthesize_texture(style_image: torch.Tensor, cfg: StyleConfig, *, vgg: VGGFeatures | None = None,
                        out_size: tuple[int, int] | None = None) -> StyleResult:
-    """A new texture (1, 3, H, W) whose Gram statistics match ``style_image`` (1, 3, h, w), from noise."""
+    """A new texture (1, 3, H, W) whose Gram statistics (or MRF patches) match ``style_image`` (1, 3, h, w),
+    from noise."""
     device = pick_device(cfg.device)
     vgg = vgg or feature_net(cfg, device)
     style_image = style_image.to(device)
     with torch.no_grad():
-        targets = {k: gram_matrix(v) for k, v in vgg(style_image).items() if k in cfg.style_layers}
-    weights = _energy_weights(targets, cfg.style_layers)
+        term = style_term_for(cfg, vgg(style_image))
     h, w = out_size or style_image.shape[-2:]
     g = torch.Generator().manual_seed(cfg.seed)
     x0 = torch.rand(1, 3, h, w, generator=g).to(device)
 
     def objective(x):
-        terms = {"style": cfg.style_weight * style_loss(vgg(x), targets, weights=weights).sum()}
+        terms = {"style": cfg.style_weight * term(vgg(x)).sum()}
         if cfg.tv_weight:
             terms["tv"] = cfg.tv_weight * total_variation(x).sum()
         return terms
@@ -89,14 +91,13 @@ def synthesize_texture(style_image: torch.Tensor, cfg: StyleConfig, *, vgg: VGGF
 
 def style_transfer(content_image: torch.Tensor, style_image: torch.Tensor, cfg: StyleConfig, *,
                    vgg: VGGFeatures | None = None) -> StyleResult:
-    """``content_image`` (1, 3, H, W) re-rendered with the Gram statistics of ``style_image``."""
+    """``content_image`` (1, 3, H, W) re-rendered with the Gram statistics (or MRF patches) of ``style_image``."""
     device = pick_device(cfg.device)
     vgg = vgg or feature_net(cfg, device)
     content_image, style_image = content_image.to(device), style_image.to(device)
     with torch.no_grad():
-        grams = {k: gram_matrix(v) for k, v in vgg(style_image).items() if k in cfg.style_layers}
+        term = style_term_for(cfg, vgg(style_image))
         content = {k: v for k, v in vgg(content_image).items() if k in cfg.content_layers}
-    sw = _energy_weights(grams, cfg.style_layers)
     cw = _energy_weights(content, cfg.content_layers)
     if cfg.init == "content":
         x0 = content_image.clone()
@@ -105,7 +106,7 @@ def style_transfer(content_image: torch.Tensor, style_image: torch.Tensor, cfg: 
 
     def objective(x):
         f = vgg(x)
-        terms = {"style": cfg.style_weight * style_loss(f, grams, weights=sw).sum(),
+        terms = {"style": cfg.style_weight * term(f).sum(),
                  "content": cfg.content_weight * content_loss(f, content, layers=cfg.content_layers,
                                                               weights=cw).sum()}
         if cfg.tv_weight:
@@ -113,5 +114,3 @@ def style_transfer(content_image: torch.Tensor, style_image: torch.Tensor, cfg: 
         return terms
 
     return _optimise(x0, objective, cfg.steps, "transfer")
-
-

@@ -130,7 +130,22 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def safe_child(root: str | os.PathLike, name: str, *, what: str = "name") -> Path:
+def _unsafe_component(name) -> str | None:
+    """Why ``name`` is not one plain path component (None when it is)."""
+    if not isinstance(name, str):
+        return f"expected a str, got {type(name).__name__}"
+    if name in ("", ".", ".."):
+        return "it is empty or a relative folder reference"
+    if "/" in name or "\\" in name or (os.altsep and os.altsep in name) or os.sep in name:
+        return "it contains a path separator"
+    if any(ord(c) < 32 or c == "\x7f" for c in name):
+        return "it contains a NUL or control character"
+    if ":" in name[:2] and name[:1].isalpha():
+        return "it starts with a drive letter"
+    return None
+
+
+def safe_child(root: str | os.PathLike, name: str, *, what: str = "name", nested: bool = False) -> Path:
     """``root / name`` for a ``name`` that is one plain path component staying inside ``root``.
 
     Every place a user-controlled name (a dataset, class or shape name, a label taken from a
@@ -139,27 +154,26 @@ def safe_child(root: str | os.PathLike, name: str, *, what: str = "name") -> Pat
     :class:`~shapes3d.errors.InputFileError` naming ``root`` and the name, and nothing is
     written outside the chosen output folder. A child that already exists as a symlink
     leading out of ``root`` is refused too.
+
+    ``nested=True`` also accepts a relative name of several components joined by ``/`` (a shape id such as
+    ``04379243/1a2b.ply``); each component must pass the same checks (no ``..``, no empty part, no backslash),
+    and no existing folder on the way may be a symlink leading out of ``root``.
     """
     root = Path(root)
-    problem = None
-    if not isinstance(name, str):
-        problem = f"expected a str, got {type(name).__name__}"
-    elif name in ("", ".", ".."):
-        problem = "it is empty or a relative folder reference"
-    elif "/" in name or "\\" in name or (os.altsep and os.altsep in name) or os.sep in name:
-        problem = "it contains a path separator"
-    elif any(ord(c) < 32 or c == "\x7f" for c in name):
-        problem = "it contains a NUL or control character"
-    elif ":" in name[:2] and name[:1].isalpha():
-        problem = "it starts with a drive letter"
+    parts = name.split("/") if nested and isinstance(name, str) else [name]
+    problem = next((p for p in map(_unsafe_component, parts) if p is not None), None)
     if problem is None:
-        child = root / name
-        if child.is_symlink() and not child.resolve().is_relative_to(root.resolve()):
-            problem = "it is a symlink leading outside the folder"
+        child = root
+        for part in parts:
+            child = child / part
+            if child.is_symlink() and not child.resolve().is_relative_to(root.resolve()):
+                problem = "it is a symlink leading outside the folder"
+                break
         else:
             return child
-    raise InputFileError(root, f"unsafe {what} {name!r} for an output path: {problem}; expected a single "
-                               "file or folder name inside this folder")
+    expected = "a relative path of plain names" if nested else "a single file or folder name"
+    raise InputFileError(root, f"unsafe {what} {name!r} for an output path: {problem}; expected {expected} "
+                               "inside this folder")
 
 
 def data_root() -> Path:
