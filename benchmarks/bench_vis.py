@@ -136,7 +136,8 @@ def main() -> None:
         for name, row in ((f"gamma {c['gamma']:g}", c), ("gamma 0 (peer)", p)):
             print(f"| {name} | {row['matched_style']:.4g} | {row['matched_warped_difference']:.4g} | "
                   f"{row['matched_step']} |")
-        print(f"ratio at matched style loss: {r['ratio_at_matched_style']:.3f}; finals: style {c['final_style']:.4g} "
+        print(f"ratio at matched style loss: {r['ratio_at_matched_style']:.3f}; returned (lowest-loss) iterates: "
+              f"style {c['final_style']:.4g} "
               f"vs {p['final_style']:.4g}, warped difference {c['final_warped_difference']:.4g} vs "
               f"{p['final_warped_difference']:.4g}")
         _small_png(Path(r["sheet"]), args.figures / "style_views.png")

@@ -26,6 +26,11 @@ __getattr__, __dir__, __all__ = lazy_face(__name__, {
     "style_patches": "shapes3d.losses.mrf",
     "extract_patches": "shapes3d.losses.mrf",
     "nearest_patches": "shapes3d.losses.mrf",
+    # one style term, Gram or MRF, as a config chooses
+    "StyleTerm": "shapes3d.losses.style_term",
+    "build_style_term": "shapes3d.losses.style_term",
+    "style_term_for": "shapes3d.losses.style_term",
+    "style_layers_for": "shapes3d.losses.style_term",
     # LPIPS (VGG16 features + learned linear layers)
     "LPIPSVGG": "shapes3d.losses.lpips",
     "lpips_from_features": "shapes3d.losses.lpips",
