@@ -39,8 +39,8 @@ from shapes3d.engine.jobs import (
     split_entries,
     unique_names,
 )
-from shapes3d.engine.loop import check_run_folder
 from shapes3d.engine.plots import plot_filters
+from shapes3d.engine.run_folder import check_run_folder
 from shapes3d.errors import MissingFileError, Shapes3DError
 from shapes3d.utils.io import atomic_write_text
 from shapes3d.utils.progress import progress
@@ -85,7 +85,7 @@ def train(cfg: ClassifyConfig | PathLike, data: PathLike, out: PathLike, *, cach
     ``cfg`` is a config or a TOML file. Under ``torchrun`` rank 0 fills the cache first and
     the other ranks read it. See :func:`shapes3d.classify.trainer.train` for ``resume`` and
     ``stop_after``. A folder ``out`` holding a run is refused unless ``resume`` or ``overwrite``
-    (:func:`~shapes3d.engine.loop.check_run_folder`), before anything is voxelized.
+    (:func:`~shapes3d.engine.run_folder.check_run_folder`), before anything is voxelized.
     """
     cfg = cfg if isinstance(cfg, ClassifyConfig) else load_config(ClassifyConfig, cfg)
     check_stop_after(stop_after)

@@ -34,8 +34,9 @@ from shapes3d.data.voxel_dataset import (
 )
 from shapes3d.engine.distributed import Dist, batch_to, setup, wrap_ddp
 from shapes3d.engine.jobs import input_hashes
-from shapes3d.engine.loop import Task, check_run_folder, fit
+from shapes3d.engine.loop import Task, fit
 from shapes3d.engine.rng import seed_all
+from shapes3d.engine.run_folder import check_run_folder
 from shapes3d.models.voxnet import VoxNet
 
 __all__ = ["FORMAT", "ClassifyTask", "TrainResult", "build_model", "train", "train_step"]
@@ -197,7 +198,7 @@ def train(cfg: ClassifyConfig, train_set: VoxelSet, out_dir: str | Path, *, resu
     save the exact position and return with ``interrupted`` set.
 
     ``out_dir`` must not hold a run unless ``resume`` (continue it) or ``overwrite`` (replace it), see
-    :func:`shapes3d.engine.loop.check_run_folder`; resume refuses other classes, training files (by content:
+    :func:`shapes3d.engine.run_folder.check_run_folder`; resume refuses other classes, training files (by content:
     ``input_sha256``, one per shape of ``train_set``, or read from its files) or architecture.
     """
     t = cfg.train

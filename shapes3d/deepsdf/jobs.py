@@ -77,14 +77,14 @@ def train(cfg: DeepSDFConfig, data, out: str | Path, *, cache: str | Path | None
     ``cache``: the SDF sample cache (default ``default_cache_dir("sdf")`` of :mod:`shapes3d.engine.jobs`). ``on_sampled(shapes, report)`` is called
     on rank 0 once the samples are ready, before training starts. Under torchrun rank 0 samples the meshes and the
     other ranks read its cache. A folder ``out`` holding a run is refused unless ``resume`` or ``overwrite``
-    (:func:`~shapes3d.engine.loop.check_run_folder`), before any mesh is sampled.
+    (:func:`~shapes3d.engine.run_folder.check_run_folder`), before any mesh is sampled.
     """
     from shapes3d.data.sdf_dataset import build_sdf_dataset
     from shapes3d.deepsdf.trainer import SDFTask
     from shapes3d.deepsdf.trainer import train as train_loop
     from shapes3d.engine.distributed import is_main_process, main_process_first
     from shapes3d.engine.jobs import MAX_WORKERS, check_int
-    from shapes3d.engine.loop import check_run_folder
+    from shapes3d.engine.run_folder import check_run_folder
 
     check_stop_after(stop_after)
     check_int("workers", workers, 1, MAX_WORKERS)

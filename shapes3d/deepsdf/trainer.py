@@ -25,8 +25,9 @@ from shapes3d.deepsdf.config import DeepSDFConfig, SDFTrainConfig
 from shapes3d.engine.checkpoint import load_checkpoint, require_keys
 from shapes3d.engine.distributed import Dist, batch_to, setup, wrap_ddp
 from shapes3d.engine.jobs import input_hashes
-from shapes3d.engine.loop import Task, check_run_folder, fit
+from shapes3d.engine.loop import Task, fit
 from shapes3d.engine.rng import seed_all
+from shapes3d.engine.run_folder import check_run_folder
 from shapes3d.errors import CheckpointError, ConfigError
 from shapes3d.losses.sdf_objective import sdf_objective
 from shapes3d.models.deepsdf import LatentCodes, SDFDecoder
@@ -228,7 +229,7 @@ def train(cfg: DeepSDFConfig, data: SDFDataset, out_dir: str | Path, *, resume: 
     would. SIGINT/SIGTERM save the exact position and return with ``interrupted`` set.
 
     ``out_dir`` must not hold a run unless ``resume`` or ``overwrite``
-    (:func:`shapes3d.engine.loop.check_run_folder`); resume refuses another shape list (by content:
+    (:func:`shapes3d.engine.run_folder.check_run_folder`); resume refuses another shape list (by content:
     ``input_sha256``, one per shape, or read from the shapes' files) or another ``model`` section.
     """
     t = cfg.train

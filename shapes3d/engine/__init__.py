@@ -30,7 +30,7 @@ __getattr__, __dir__, __all__ = lazy_face(__name__, {
     "default_cache_dir": "shapes3d.engine.jobs",
     "expand_shape_paths": "shapes3d.engine.jobs",
     "unique_names": "shapes3d.engine.jobs",
-    "check_run_folder": "shapes3d.engine.loop",
+    "check_run_folder": "shapes3d.engine.run_folder",
     # plots and logs
     "plot_curves": "shapes3d.engine.plots",
     "plot_confusion": "shapes3d.engine.plots",
