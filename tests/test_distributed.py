@@ -177,3 +177,32 @@ def test_single_process_helpers_are_no_ops():
     two = distributed.Dist(rank=1, world=2)
     assert two.shard(idx).tolist() == [1, 3, 5] and two.loss_scale(3, 7) == pytest.approx(6 / 7)
     assert distributed.interrupted_exit_code("SIGTERM") == 143 and distributed.interrupted_exit_code("SIGINT") == 130
+
+
+def _torchrun_cli(*args: str) -> subprocess.CompletedProcess:
+    """A torchrun of the CLI that may fail; it must end (both ranks) well inside the timeout, never hang at a
+    collective because one rank refused and the other went on."""
+    return subprocess.run(_torchrun("-m", "shapes3d.cli.main", "-q", *args), env=ENV, capture_output=True, text=True,
+                          timeout=240)
+
+
+def test_run_folder_checks_hold_under_torchrun(tiny_synth, voxel_cache, straight_run, tmp_path):
+    """The run-folder rules of a single process, with two ranks: a new run into a finished folder is refused,
+    --resume with another architecture names the change, and --overwrite replaces the run."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(straight_run, out)
+    before = (out / "last.pt").read_bytes()
+    common = ["classify", "train", "--data", str(tiny_synth), "--cache", str(voxel_cache), *CLASSIFY,
+              "--out", str(out)]
+    fresh = _torchrun_cli(*common, "--set", "train.epochs=6")
+    assert fresh.returncode != 0
+    assert "already holds a training run" in fresh.stdout + fresh.stderr and "--overwrite" in fresh.stderr
+    assert (out / "last.pt").read_bytes() == before  # nothing of the finished run was touched
+    changed = _torchrun_cli(*common, "--resume", "--set", "train.epochs=6", "--set", "model.hidden=64")
+    assert changed.returncode != 0 and "model.hidden 128 -> 64" in changed.stdout + changed.stderr
+    assert (out / "last.pt").read_bytes() == before
+    replaced = _torchrun_cli(*common, "--overwrite", "--set", "train.epochs=1")
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    assert len(load_checkpoint(out / "last.pt")["history"]) == 1

@@ -146,3 +146,22 @@ def test_official_data_source_round_trip_train_and_reconstruct(run, tmp_path, ca
     assert "1 shapes (0 resumed)" in printed and "no ground-truth surface" in printed  # s1 has no SurfaceSamples
     row = json.loads((rec / "shapes" / "box" / "b2.json").read_text())
     assert np.isnan(row["normal_consistency"]) and row["chamfer_deepsdf"] > 0
+
+
+def test_official_data_source_sharded_split_is_the_union(run, tmp_path):
+    """Two shards of `--format deepsdf` into one folder: neither overwrites the other's split; split.json appears
+    once both have run and equals the unsharded one (manifest order)."""
+    root, _ = run
+    data = tmp_path / "official"
+    sets = [x for kv in SHRINK[7:9] for x in ("--set", kv)]
+    base = ["-q", "data", "preprocess", str(root), "--task", "sdf", "--format", "deepsdf", "--out", str(data),
+            "--cache", str(tmp_path / "cache"), "--dataset", "Toy", *sets]
+    assert main([*base, "--shard", "1/2"]) == 0
+    assert not (data / "split.json").exists()
+    first = json.loads((data / "split.shard1of2.json").read_text())
+    assert main([*base, "--shard", "0/2"]) == 0
+    second = json.loads((data / "split.shard0of2.json").read_text())
+    ids = lambda d: sorted(i for c in d["Toy"].values() for i in c)  # noqa: E731
+    assert sorted(ids(first) + ids(second)) == ["b0", "b1", "b2", "s0", "s1"] and not set(ids(first)) & set(ids(second))
+    assert json.loads((data / "split.json").read_text()) == {"Toy": {"ball": ["s1", "s0"], "box": ["b2", "b0", "b1"]}}
+    assert len(list((data / "SdfSamples" / "Toy").rglob("*.npz"))) == 5

@@ -156,7 +156,8 @@ def run_preprocess_cmd(args: argparse.Namespace) -> int:
     if args.format == "deepsdf":
         from shapes3d.data.deepsdf_layout import write_official_dataset
 
-        written = write_official_dataset(manifest.entries, report.results, args.out, dataset=args.dataset)
+        written = write_official_dataset(manifest.entries, report.results, args.out, dataset=args.dataset,
+                                         shard=report.shard)
         print(f"wrote {len(written)} official sample files to {args.out / 'SdfSamples' / args.dataset}")
     write_resolved_config(cfg, args.out)
     suffix = "" if report.shard is None else f"-shard{report.shard[0]}of{report.shard[1]}"

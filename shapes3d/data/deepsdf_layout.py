@@ -46,7 +46,7 @@ def read_split(path: str | os.PathLike) -> list[tuple[str, str, str]]:
         raise MissingFileError(path, "split file does not exist")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        out = [(str(d), str(c), str(i)) for d, classes in data.items() for c, ids in classes.items() for i in ids]
+        out = _triples(data)
     except (ValueError, AttributeError, TypeError) as exc:
         raise CorruptFileError(path, f"not a DeepSDF split file ({{dataset: {{class: [ids]}}}}): {exc}") from None
     if not out:
@@ -151,11 +151,41 @@ def official_triple(name: str, class_name: str, dataset: str) -> tuple[str, str,
     return dataset, cls, parts[-1]
 
 
-def write_official_dataset(entries, results: dict, out: str | os.PathLike, *, dataset: str) -> list[Path]:
+def _shard_split_name(shard: tuple[int, int]) -> str:
+    return f"split.shard{shard[0]}of{shard[1]}.json"
+
+
+def _write_split_of_shards(out: Path, triples: list[tuple], kept: list[tuple], shard: tuple[int, int]) -> Path | None:
+    """A shard writes its own ``split.shard<k>of<n>.json``; ``split.json`` (the union, in the order of the whole
+    manifest) is written once every shard's file exists, by whichever shard finishes last. Returns its path or
+    None while shards are missing (so shard k never overwrites the shapes of shard j)."""
+    write_split(out / _shard_split_name(shard), kept)
+    parts = [out / _shard_split_name((k, shard[1])) for k in range(shard[1])]
+    if not all(p.is_file() for p in parts):
+        log.info("split.json is written when all %d shards have finished (%d of them have)", shard[1],
+                 sum(p.is_file() for p in parts))
+        return None
+    done = {t for p in parts for t in read_split_or_empty(p)}
+    return write_split(out / "split.json", [t for t in triples if t in done])
+
+
+def _triples(data: dict) -> list[tuple[str, str, str]]:
+    return [(str(d), str(c), str(i)) for d, classes in data.items() for c, ids in classes.items() for i in ids]
+
+
+def read_split_or_empty(path: Path) -> list[tuple[str, str, str]]:
+    """A shard's split file; an empty one (a shard whose shapes were all skipped) is an empty list."""
+    return _triples(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def write_official_dataset(entries, results: dict, out: str | os.PathLike, *, dataset: str,
+                           shard: tuple[int, int] | None = None) -> list[Path]:
     """Write the cached SDF samples of ``entries`` (``results``: path -> cache entry, a preprocessing report's) as
     an official data source in ``out``: ``SdfSamples``, ``NormalizationParameters`` and ``split.json`` (every
     written shape, in entry order). Ids are :func:`~shapes3d.data.shape_ids.shape_names`; two shapes with one
-    ``(class, id)`` are an error before anything is written."""
+    ``(class, id)`` are an error before anything is written. With ``shard=(k, n)`` (``entries`` are then the
+    whole manifest, ``results`` this shard's), the shard's ids go to ``split.shard<k>of<n>.json`` and
+    ``split.json`` is the union once all ``n`` shards have written theirs."""
     from shapes3d.data.cache import load_cached
     from shapes3d.data.shape_ids import shape_names
     from shapes3d.errors import Shapes3DError
@@ -176,6 +206,8 @@ def write_official_dataset(entries, results: dict, out: str | os.PathLike, *, da
         written.append(write_official_shape(out, d, c, i, pos=a["pos"], neg=a["neg"], offset=a["offset"],
                                             scale=float(a["scale"])))
         kept.append((d, c, i))
-    if kept:
+    if shard is not None:
+        _write_split_of_shards(Path(out), triples, kept, tuple(shard))
+    elif kept:
         write_split(Path(out) / "split.json", kept)
     return written
