@@ -25,7 +25,7 @@ LEAVES = dict(_leaves(build_parser()))
 #: Commands with nothing a user must give: bare, they run (info prints, demo trains); not walked here.
 RUNS_BARE = {("info",), ("demo",)}
 #: Commands whose only required argument is an output (data synth --out): no input file to get wrong.
-NO_INPUTS = {("data", "synth")}
+NO_INPUTS = {("data", "synth"), ("data", "fetch")}  # fetch: no input path (and never a real download)
 NAMES = {"a", "b", "shape", "shapes"}  # positional shape names / indices, not files
 
 
@@ -92,27 +92,68 @@ def test_nonexistent_input_is_one_error_line(path, tmp_path, capsys):
     assert not (tmp_path / "new-out").exists() or not any((tmp_path / "new-out").iterdir())  # nothing written
 
 
-def _int_cases():
+def _range_cases():
+    """Every range-checked option (``int_range``/``float_range`` carry ``.bounds``) just outside each end;
+    plain ``int`` options are left to the command's config or job."""
     for path in WALKED:
         for a in _args(LEAVES[path]):
             bounds = getattr(a.type, "bounds", None)
             if bounds is not None:
                 lo, hi = bounds
-                yield path, a.option_strings[0], lo - 1, True
+                below = lo if getattr(a.type, "open_ends", False) else lo - 1
+                yield path, a.option_strings[0], below, True
                 if hi is not None:
-                    yield path, a.option_strings[0], hi + 1, True
+                    yield path, a.option_strings[0], hi if getattr(a.type, "open_ends", False) else hi + 1, True
             elif a.type is int:  # validated by the command's config or job (other commands' own checks)
                 yield path, a.option_strings[0], -1, None
 
 
-@pytest.mark.parametrize("path,option,value,at_parse", list(_int_cases()),
+def _interval(parse) -> str:
+    lo, hi = parse.bounds
+    if getattr(parse, "open_ends", False):
+        return f"({lo}, {hi})"
+    return f"[{lo}, {'inf)' if hi is None else f'{hi}]'}"
+
+
+@pytest.mark.parametrize("path,option,value,at_parse", list(_range_cases()),
                          ids=lambda v: " ".join(v) if isinstance(v, tuple) else str(v))
-def test_out_of_range_integer_is_refused_before_anything_runs(path, option, value, at_parse, tmp_path, capsys):
+def test_out_of_range_number_is_refused_before_anything_runs(path, option, value, at_parse, tmp_path, capsys):
     parser = LEAVES[path]
     argv = [*path, *_fill(parser, tmp_path), option, str(value)]
     err = _assert_clean(capsys, _run(argv), argparse_error=at_parse)
     if at_parse:
-        assert f"argument {option}: {value} is out of range [" in err
+        action = next(a for a in _args(parser) if option in a.option_strings)
+        assert f"argument {option}: {value} is out of range {_interval(action.type)}" in err
+        assert err.startswith(f"usage: shapes3d {' '.join(path)} ")
+
+
+#: Commands whose every number flag is range-checked by argparse (the leftover of issues 14/15).
+RANGE_CHECKED = [p for p in WALKED if p[0] == "vis"] + [("style", "views"), ("style", "shape")]
+
+
+@pytest.mark.parametrize("path", RANGE_CHECKED, ids=" ".join)
+def test_number_options_of_vis_and_style_views_are_range_checked(path):
+    numeric = [a for a in _args(LEAVES[path])
+               if a.type in (int, float) or getattr(a.type, "__name__", "") in ("int", "float")]
+    assert numeric, path
+    unchecked = [a.option_strings[0] for a in numeric if getattr(a.type, "bounds", None) is None]
+    assert not unchecked, f"shapes3d {' '.join(path)}: {unchecked} take a number without int_range/float_range"
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["vis", "invert", "skimage:astronaut", "--size", "8"], "argument --size: 8 is out of range [16, 4096]"),
+    (["vis", "dream", "--shape", "m.off", "--views", "0"], "argument --views: 0 is out of range [1, 360]"),
+    (["vis", "classviz", "--vgg", "--clip-small", "1.5"], "argument --clip-small: 1.5 is out of range [0, 1]"),
+    (["vis", "classviz", "--vgg", "--lr", "0"], "argument --lr: 0 is out of range (0, 1000000.0)"),
+    (["vis", "classviz", "--vgg", "--channels", "1", "-2"], "argument --channels: -2 is out of range [0, 65535]"),
+    (["style", "views", "m.off", "skimage:brick", "--views", "1"], "argument --views: 1 is out of range [2, 360]"),
+    (["style", "views", "m.off", "skimage:brick", "--steps", "0"],
+     "argument --steps: 0 is out of range [1, 1000000]"),
+    (["sdf", "extract", "ck.pt", "--bound", "0"], "argument --bound: 0 is out of range (0, 100)"),
+])
+def test_vis_and_style_usage_messages(argv, expected, capsys):
+    err = _assert_clean(capsys, _run(argv), argparse_error=True)
+    assert err.startswith(f"usage: shapes3d {argv[0]} {argv[1]} ") and expected in err, err
 
 
 def _out_cases():

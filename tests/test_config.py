@@ -125,8 +125,12 @@ def _config_classes():
 
     return {"synth": (SynthConfig, None), "voxels": (VoxelCacheConfig, None),
             "voxnet": (ClassifyConfig, None), "modelnet10": (ClassifyConfig, None), "shrec11": (ClassifyConfig, None),
+            "modelnet40": (ClassifyConfig, None),
             "style": (StyleConfig, None), "deepsdf": (DeepSDFConfig, None), "views": (ViewsConfig, None),
             "demo-voxnet": (ClassifyConfig, None), "demo-deepsdf": (DeepSDFConfig, None),
+            "mvcnn-shrec11": (ClassifyConfig, None), "mvcnn-modelnet10": (ClassifyConfig, None),
+            "demo-mvcnn": (ClassifyConfig, None),
+            "deepsdf-fast": (DeepSDFConfig, None),
             "demo-style": (StyleConfig, None)}
 
 
@@ -178,7 +182,7 @@ def _bench_recipes() -> dict:
 
 
 @pytest.mark.skipif(not (REPO / "benchmarks" / "bench_classify.py").exists(), reason="benchmarks not present")
-@pytest.mark.parametrize("name", ["modelnet10", "shrec11"])
+@pytest.mark.parametrize("name", ["modelnet10", "modelnet40", "shrec11"])
 def test_data_set_presets_hold_the_benchmark_recipes(name):
     from shapes3d.classify.config import ClassifyConfig
 

@@ -272,3 +272,65 @@ def test_safe_child_nested_accepts_relative_ids_and_refuses_escapes(tmp_path):
     (tmp_path / "out" / "link").symlink_to(tmp_path.parent)
     with pytest.raises(InputFileError, match="symlink"):
         safe_child(tmp_path / "out", "link/x.ply", nested=True)
+
+
+# --- ModelNet40 as PointNet's .npy clouds (../shared/data/modelnet40_npy1024) ----------------------
+
+
+def _modelnet40_like(root: Path, counts: dict[str, tuple[int, int]]) -> Path:
+    """PointNet's layout: <class>/<split>/<class>_<NNNN>.npy (train numbered first), index.csv, shape_names.txt."""
+    rng = np.random.default_rng(0)
+    rows = ["path,class,label,split"]
+    for label, (name, (n_train, n_test)) in enumerate(sorted(counts.items())):
+        for i in range(1, n_train + n_test + 1):
+            split = "train" if i <= n_train else "test"
+            rel = f"{name}/{split}/{name}_{i:04d}.npy"
+            (root / name / split).mkdir(parents=True, exist_ok=True)
+            np.save(root / rel, rng.normal(size=(1024, 3)).astype(np.float32))
+            rows.append(f"{rel},{name},{label},{split}")
+    (root / "index.csv").write_text("\n".join(rows) + "\n")
+    (root / "shape_names.txt").write_text("\n".join(sorted(counts)) + "\n")
+    (root / "PROVENANCE.md").write_text("# not a shape\n")
+    return root
+
+
+def test_modelnet40_npy_clouds_follow_the_official_split(tmp_path):
+    from shapes3d.geometry.io import load_points
+
+    counts = {"airplane": (3, 2), "night_stand": (2, 1), "xbox": (1, 1)}
+    root = _modelnet40_like(tmp_path / "modelnet40_npy1024", counts)
+    m = discover(root)
+    assert m.layout == "modelnet" and m.classes == sorted(counts)
+    assert {c: (len(m.filter(split="train", class_name=c)), len(m.filter(split="test", class_name=c)))
+            for c in m.classes} == counts
+    assert all(e.path.suffix == ".npy" for e in m)  # index.csv, shape_names.txt, PROVENANCE.md left out
+    # the files numbered after a class's training files are its test files, as in the official split
+    assert [e.path.name for e in m.filter(class_name="airplane", split="test")] == ["airplane_0004.npy",
+                                                                                   "airplane_0005.npy"]
+    assert triples(m) == triples(load_csv(root / "index.csv"))
+    pts = load_points(m.entries[0].path)
+    assert pts.shape == (1024, 3) and np.array_equal(pts, np.load(m.entries[0].path))
+
+
+def test_modelnet_layout_below_one_wrapper_folder(tmp_path, caplog):
+    counts = {"bed": (2, 1), "chair": (1, 1)}
+    _modelnet40_like(tmp_path / "ModelNet40", counts)
+    (tmp_path / "ModelNet40" / "shape_names.txt").write_text("bed\nchair\ndesk\n")  # desk has no files
+    with caplog.at_level("WARNING"):
+        m = discover(tmp_path)
+    assert m.layout == "modelnet" and m.classes == ["bed", "chair"]
+    assert (len(m.filter(split="train")), len(m.filter(split="test"))) == (3, 2)
+    assert triples(m) == triples(discover(tmp_path / "ModelNet40"))
+    assert "shape_names.txt lists 1 classes without files: desk" in caplog.text
+
+
+@pytest.mark.data
+def test_real_modelnet40_clouds_match_their_index_and_class_list(real_data):
+    root = real_subset(real_data, "modelnet40_npy1024")
+    m = discover(root)
+    assert m.layout == "modelnet" and len(m.classes) == 40
+    assert (len(m.filter(split="train")), len(m.filter(split="test"))) == (9843, 2468)
+    assert m.classes == (root / "shape_names.txt").read_text().split()
+    assert (len(m.filter(split="train", class_name="airplane")), len(m.filter(split="test", class_name="desk"))) == (
+        626, 86)
+    assert triples(m) == triples(load_csv(root / "index.csv"))

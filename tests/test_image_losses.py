@@ -181,9 +181,9 @@ def _random_lpips() -> LPIPSVGG:
 def test_lpips_identity_symmetry_and_naive_reference():
     m = _random_lpips()
     x, y = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
-    assert torch.equal(m(x, x), torch.zeros(1))
-    d_xy = m(x, y)
-    torch.testing.assert_close(d_xy, m(y, x))
+    assert torch.equal(m(x, x, normalize=True), torch.zeros(1))
+    d_xy = m(x, y, normalize=True)  # [0, 1] inputs
+    torch.testing.assert_close(d_xy, m(y, x, normalize=True))
     both = m.vgg(torch.cat([x, y]))
     fx, fy = {t: f[:1] for t, f in both.items()}, {t: f[1:] for t, f in both.items()}
     lin = m.lin.split(list(LPIPS_CHANNELS))
@@ -212,10 +212,10 @@ def test_real_lpips_orders_blur_before_noise(real_lpips):
     img = _to_tensor(skimage.data.astronaut())[..., 0:256:4, 150:406:4].float()  # the face, 64x64
     blurred = F.avg_pool2d(F.pad(img, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
     noise = torch.rand(img.shape, generator=torch.Generator().manual_seed(0))
-    d = real_lpips(img.expand(3, -1, -1, -1), torch.cat([img, blurred, noise]))
+    d = real_lpips(img.expand(3, -1, -1, -1), torch.cat([img, blurred, noise]), normalize=True)
     assert d[0] == 0
     assert 0 < d[1] < d[2]
-    assert torch.allclose(real_lpips(blurred, img), d[1:2], rtol=1e-4)
+    assert torch.allclose(real_lpips(blurred, img, normalize=True), d[1:2], rtol=1e-4)
     assert (real_lpips.lin >= 0).all()  # the published linear layers are clamped non-negative
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from shapes3d.config import MAX_SEED, check_ranges, option
@@ -11,17 +12,67 @@ from shapes3d.geometry.limits import MAX_VOXEL_RESOLUTION
 _BIG = 10**9  # a bound on counts that only catches typos and overflow (epochs, steps, batch sizes)
 
 
+MODEL_KINDS = ("voxnet", "mvcnn")
+VIEW_CHANNELS = ("shaded", "depth", "both")
+_TAP = re.compile(r"(conv|relu)[1-5]_[1-4]|pool[1-5]")
+
+
+@dataclass(frozen=True)
+class MVCNNConfig:
+    """Multi-view CNN (Su et al. 2015): V rendered views -> VGG features -> max over views -> a small head.
+
+    The views (``data.up_axis`` is their up axis) and, with ``frozen``, the per-view features are cached
+    content-keyed; training then runs only the head.
+    """
+
+    views: int = option(12, "Views, evenly spaced in azimuth around the up axis (Su et al.: 12).")
+    elevation: float = option(30.0, "Camera elevation above the horizontal plane, in degrees (Su et al.: 30).")
+    channels: str = option("shaded", "Image channels: shaded (Lambert; point clouds: splat coverage), depth, or "
+                                     "both (each goes through the VGG as a grey image, features concatenated).")
+    image_size: int = option(64, "Width and height of each view in pixels (224 in the paper; 64 fits a CPU).")
+    point_radius: int = option(1, "Point clouds: splat radius in pixels.")
+    arch: str = option("vgg16", "The shared VGG: vgg16 or vgg19.")
+    tap: str = option("relu5_3", "VGG layer whose activations are the per-view features (e.g. relu4_3, relu5_3, "
+                                 "pool5), pooled over the image as `spatial` says.")
+    spatial: str = option("max", "Pooling of the tap over the image: max, avg, or both (concatenated).")
+    weights: str = option("auto", "VGG weights: auto (installed weights, see shapes3d info), a file, or random "
+                                  "(a seeded untrained VGG, for tests).")
+    frozen: bool = option(True, "Keep the VGG fixed and cache its features (false: fine-tune it on the views, "
+                                "for a GPU).")
+    hidden: int = option(512, "Hidden units of the head (0: a linear classifier on the pooled features).")
+    dropout: float = option(0.5, "Dropout before each layer of the head.")
+
+    def __post_init__(self) -> None:
+        check_ranges(self, views=(1, 360), elevation=(-90.0, 90.0, True, True), image_size=(16, 1024),
+                     point_radius=(0, 64), hidden=(0, 65536), dropout=(0.0, 1.0, False, True))
+        if self.channels not in VIEW_CHANNELS:
+            raise ValueError(f"channels must be one of {', '.join(VIEW_CHANNELS)}, got {self.channels!r}")
+        if self.arch not in ("vgg16", "vgg19"):
+            raise ValueError(f"arch must be 'vgg16' or 'vgg19', got {self.arch!r}")
+        if not _TAP.fullmatch(self.tap):
+            raise ValueError(f"tap must name a VGG layer such as relu4_3, relu5_3 or pool5, got {self.tap!r}")
+        if self.spatial not in ("max", "avg", "both"):
+            raise ValueError(f"spatial must be 'max', 'avg' or 'both', got {self.spatial!r}")
+        if not self.weights:
+            raise ValueError("weights must be 'auto', 'random' or a file path, got ''")
+
+
 @dataclass(frozen=True)
 class VoxNetConfig:
-    """VoxNet architecture (Maturana & Scherer 2015 defaults)."""
+    """The network: VoxNet (Maturana & Scherer 2015 defaults) or, with ``kind = "mvcnn"``, a multi-view CNN."""
 
+    kind: str = option("voxnet", "voxnet (3D CNN on voxel grids: the fields below and [data]) or mvcnn (multi-view "
+                                 "CNN on rendered views: [model.mvcnn]).")
     filters: tuple[int, int] = option((32, 32), "Filters of the 5^3/stride-2 and 3^3 conv layers.")
     hidden: int = option(128, "Width of the hidden fully connected layer.")
     dropout: tuple[float, float, float] = option((0.2, 0.3, 0.4), "Dropout after conv1, after the pool, after fc1.")
     batch_norm: bool = option(False, "Add batch normalisation after each conv and fc1 (not in the paper).")
+    mvcnn: MVCNNConfig = option(doc="The multi-view CNN (used when kind = \"mvcnn\").", factory=MVCNNConfig)
 
     def __post_init__(self) -> None:
         check_ranges(self, filters=(1, 4096), hidden=(1, 65536), dropout=(0.0, 1.0, False, True))
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
 
 
 @dataclass(frozen=True)
@@ -56,6 +107,8 @@ class ClassifyTrainConfig:
     workers: int = option(1, "Preprocessing worker processes for building the voxel cache.")
     precision: str = option("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or bf16.")
     checkpoint_steps: int = option(0, "Also write last.pt every this many steps within an epoch (0: at epoch ends).")
+    tensorboard: bool = option(False, "Also write the log.csv scalars as TensorBoard events into <out>/tensorboard/ "
+                                      "(needs: pip install tensorboard).")
 
     def __post_init__(self) -> None:
         check_ranges(self, epochs=(1, _BIG), batch_size=(1, _BIG), lr=(0.0, None, True), weight_decay=(0.0, None),
@@ -78,7 +131,7 @@ class ClassifyTrainConfig:
 
 @dataclass(frozen=True)
 class ClassifyConfig:
-    """Voxel classification: data -> VoxNet -> training."""
+    """Shape classification: data -> VoxNet (voxel grids) or a multi-view CNN (rendered views) -> training."""
 
     data: VoxelCacheConfig = option(doc="How shapes become voxel grids.", factory=VoxelCacheConfig)
     model: VoxNetConfig = option(doc="Network architecture.", factory=VoxNetConfig)

@@ -1,4 +1,5 @@
-"""Using a trained VoxNet: load it, class probabilities with rotation voting, test-set metrics."""
+"""Using a trained classifier: load it, class probabilities (VoxNet: with rotation voting; the multi-view CNN
+pools its views itself), test-set metrics."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from shapes3d.data.voxel_dataset import VoxelSet
 from shapes3d.engine.checkpoint import load_checkpoint, require_keys
 from shapes3d.engine.plots import plot_confusion
 from shapes3d.errors import CheckpointError
+from shapes3d.models.mvcnn import MVCNN
 from shapes3d.models.voxnet import VoxNet
 from shapes3d.utils.device import pick_device
 from shapes3d.utils.io import atomic_write_text
@@ -28,8 +30,11 @@ def predict_proba(model: VoxNet, grids: np.ndarray, *, vote: bool, device: torch
     """uint8 grids (S, K, R, R, R) -> class probabilities (S, K_classes).
 
     With ``vote`` the softmax is averaged over all K cached rotations (and, with
-    ``mirror_vote``, their mirror images); otherwise only rotation 0 is used.
+    ``mirror_vote``, their mirror images); otherwise only rotation 0 is used. A multi-view model takes its
+    per-view features (S, V, D) or views (S, V, C, H, W) instead and ignores ``vote`` and ``mirror_vote``.
     """
+    if isinstance(model, MVCNN):
+        return _mvcnn_proba(model, grids, device=device, batch_size=batch_size)
     model.eval()
     out = []
     flip_axis = [a for a in range(3) if a != {"x": 0, "y": 1, "z": 2}[up_axis]][0] + 2
@@ -46,8 +51,24 @@ def predict_proba(model: VoxNet, grids: np.ndarray, *, vote: bool, device: torch
     return torch.cat(out).numpy()
 
 
-def load_classifier(path: str | Path, *, device: str = "auto") -> tuple[VoxNet, ClassifyConfig, list[str]]:
-    """A trained model (eval mode, on the device), its config and class names from a checkpoint."""
+@torch.no_grad()
+def _mvcnn_proba(model: MVCNN, inputs, *, device: torch.device, batch_size: int) -> np.ndarray:
+    """Per-view features (S, V, D) or uint8 views (S, V, C, H, W) -> class probabilities (S, K_classes)."""
+    model.eval()
+    out = []
+    for start in range(0, len(inputs), batch_size):
+        x = torch.as_tensor(np.asarray(inputs[start:start + batch_size])).to(device)
+        x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
+        out.append(F.softmax(model(x), dim=1).cpu())
+    return torch.cat(out).numpy()
+
+
+def load_classifier(path: str | Path, *, device: str = "auto") -> tuple[VoxNet | MVCNN, ClassifyConfig, list[str]]:
+    """A trained model (eval mode, on the device), its config and class names from a checkpoint.
+
+    A multi-view model carries ``feature_source`` (the identity of the VGG its features come from, as recorded in
+    the checkpoint), which the jobs check against the VGG they find.
+    """
     ck = load_checkpoint(path)
     require_keys(path, ck, ("format", "model", "config", "classes"))
     if ck["format"] != FORMAT:
@@ -55,6 +76,10 @@ def load_classifier(path: str | Path, *, device: str = "auto") -> tuple[VoxNet, 
     cfg = config_from_dict(ClassifyConfig, ck["config"], source=f"{path} (config)")
     model = build_model(cfg, len(ck["classes"]))
     model.load_state_dict(ck["model"])
+    if isinstance(model, MVCNN):
+        model.feature_source = ck.get("feature_source")
+        if model.backbone is not None and model.feature_source:
+            model.backbone.set_preprocess(model.feature_source.get("preprocess", "imagenet"))
     dev = pick_device(device)
     return model.to(dev).eval(), cfg, list(ck["classes"])
 
@@ -66,6 +91,8 @@ def evaluate(model: VoxNet, cfg: ClassifyConfig, test_set: VoxelSet, out_dir: st
     out.mkdir(parents=True, exist_ok=True)
     vote = cfg.vote if vote is None else vote
     mirror_vote = cfg.mirror_vote if mirror_vote is None else mirror_vote
+    if cfg.model.kind == "mvcnn":
+        vote = mirror_vote = False  # the views are pooled inside the model: nothing to vote over
     dev = next(model.parameters()).device if device == "auto" else pick_device(device)
     t0 = time.perf_counter()
     p = predict_proba(model, test_set.grids, vote=vote, device=dev, up_axis=cfg.data.up_axis, mirror_vote=mirror_vote)
@@ -81,7 +108,9 @@ def evaluate(model: VoxNet, cfg: ClassifyConfig, test_set: VoxelSet, out_dir: st
         "mean_class_accuracy": float(np.mean(accs)),
         "n": int(len(test_set)),
         "vote": bool(vote),
-        "rotations": int(test_set.grids.shape[1]) if vote else 1,
+        "rotations": int(test_set.grids.shape[1]) if vote and cfg.model.kind == "voxnet" else 1,
+        "model": cfg.model.kind,
+        **({"views": cfg.model.mvcnn.views} if cfg.model.kind == "mvcnn" else {}),
         "mirror_vote": bool(mirror_vote),
         "per_class": per_class,
         "confusion": conf.tolist(),

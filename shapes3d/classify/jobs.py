@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shapes3d.classify import evaluation, trainer
+from shapes3d.classify import evaluation, mvcnn_data, trainer
 from shapes3d.classify.config import ClassifyConfig
 from shapes3d.config import load_config
 from shapes3d.data.cache import load_cached
@@ -50,8 +50,28 @@ PathLike = str | os.PathLike
 Skipped = list[tuple[Path, str]]
 
 
-def _cache(cache: PathLike | None) -> Path:
-    return default_cache_dir("voxels") if cache is None else Path(cache)
+def _cache(cache: PathLike | None, cfg: ClassifyConfig | None = None) -> Path:
+    if cache is not None:
+        return Path(cache)
+    return default_cache_dir("views" if cfg is not None and cfg.model.kind == "mvcnn" else "voxels")
+
+
+def _extractor(cfg: ClassifyConfig, device, expect: dict | None = None, where: PathLike = "checkpoint"):
+    """The frozen VGG of a multi-view config (None for VoxNet and fine-tuned models), checked against ``expect``."""
+    if cfg.model.kind != "mvcnn" or not cfg.model.mvcnn.frozen:
+        return None
+    ex = mvcnn_data.feature_extractor(cfg, device)
+    mvcnn_data.check_source(ex.source, expect, str(where))
+    return ex
+
+
+def _build_set(entries, cfg: ClassifyConfig, *, cache, workers: int, desc: str, classes=None, extractor=None):
+    """Voxel grids (VoxNet) or per-view features / views (multi-view CNN) of ``entries``, through the cache."""
+    if cfg.model.kind == "mvcnn":
+        return mvcnn_data.build_view_set(entries, cfg, cache_dir=_cache(cache, cfg), classes=classes,
+                                         workers=workers, desc=desc, extractor=extractor)
+    return build_voxel_set(entries, cfg.data, cache_dir=_cache(cache, cfg), classes=classes, workers=workers,
+                           desc=f"voxelize {desc}")
 
 
 @dataclass
@@ -94,11 +114,14 @@ def train(cfg: ClassifyConfig | PathLike, data: PathLike, out: PathLike, *, cach
     manifest = load_manifest(data)
     entries = split_entries(manifest, split, data)
     with main_process_first():
-        voxels, report = build_voxel_set(entries, cfg.data, cache_dir=_cache(cache), workers=cfg.train.workers,
-                                         desc=f"voxelize {split}")
-    log.info("train set: %d shapes, %d classes; %d skipped", len(voxels), len(voxels.classes), len(voxels.skipped))
+        extractor = _extractor(cfg, cfg.train.device)
+        voxels, report = _build_set(entries, cfg, cache=cache, workers=cfg.train.workers, desc=split,
+                                    extractor=extractor)
+    log.debug("train set: %d shapes, %d classes; %d skipped", len(voxels), len(voxels.classes),
+              len(voxels.skipped))  # the CLI prints it, once
     res = trainer.train(cfg, voxels, out, resume=resume, stop_after=stop_after,
-                        input_sha256=input_hashes(voxels.paths, report.results))
+                        input_sha256=input_hashes(voxels.paths, report.results),
+                        feature_source=extractor.source if extractor is not None else None)
     return TrainJobResult(Path(out), res.best_val_acc, res.history, res.best_path, res.last_path, len(voxels),
                           list(voxels.classes), list(voxels.skipped), res.interrupted)
 
@@ -135,8 +158,9 @@ def evaluate(checkpoint: PathLike, data: PathLike, *, out: PathLike | None = Non
     check_folder(out, "--out")
     model, cfg, classes = evaluation.load_classifier(checkpoint)
     entries = split_entries(load_manifest(data), split, data, fallback=False)
-    test_set, _ = build_voxel_set(entries, cfg.data, cache_dir=_cache(cache), classes=classes, workers=workers,
-                                  desc=f"voxelize {split}")
+    extractor = _extractor(cfg, next(model.parameters()).device, getattr(model, "feature_source", None), checkpoint)
+    test_set, _ = _build_set(entries, cfg, cache=cache, workers=workers, desc=split, classes=classes,
+                             extractor=extractor)
     metrics = evaluation.evaluate(model, cfg, test_set, out, vote=vote, mirror_vote=mirror_vote)
     return EvaluateResult(metrics, out, list(test_set.skipped))
 
@@ -150,15 +174,19 @@ class PredictResult:
     json_path: Path | None = None
     inputs: int = 0  #: input files (after expanding folders): ``len(predictions) + len(skipped)``
     names: list[str] = field(default_factory=list)  #: a distinct name per prediction (the JSON's ``name``)
+    sheets: list[Path] = field(default_factory=list)  #: multi-view models with ``views_sheets``: one PNG per shape
 
 
 def predict(checkpoint: PathLike, paths: Sequence[PathLike] | PathLike, *, top_k: int = 3,
-            cache: PathLike | None = None, out: PathLike | None = None, device: str = "auto") -> PredictResult:
+            cache: PathLike | None = None, out: PathLike | None = None, device: str = "auto",
+            views_sheets: PathLike | None = None) -> PredictResult:
     """Classify mesh and point-cloud files (folders: every such file below them, recursively).
 
     A batch job: a file that cannot be read or voxelized is reported in ``skipped`` and the
     others go on. The voxel grids are computed directly, or read from / written to ``cache``
-    when one is given. ``out`` also writes the predictions as JSON.
+    when one is given. ``out`` also writes the predictions as JSON. ``views_sheets`` (multi-view checkpoints
+    only): a folder that gets, per predicted shape, a sheet of its views with the class each view alone predicts
+    (:mod:`shapes3d.classify.mvcnn_views`).
     """
     check_int("top_k", top_k, 1, None)
     json_path = Path(out) if out is not None else None
@@ -172,12 +200,14 @@ def predict(checkpoint: PathLike, paths: Sequence[PathLike] | PathLike, *, top_k
     if not files:
         raise Shapes3DError(f"no mesh or point-cloud files in {', '.join(map(str, _as_list(paths)))}")
     model, cfg, classes = evaluation.load_classifier(checkpoint, device=device)
+    if views_sheets is not None:
+        if cfg.model.kind != "mvcnn":
+            raise Shapes3DError(f"{checkpoint}: --views-sheets needs a multi-view checkpoint (model.kind = 'mvcnn'), "
+                                f"this one is {cfg.model.kind!r}")
+        check_folder(views_sheets, "--views-sheets")
     dev = next(model.parameters()).device
-    params = dataclasses.asdict(cfg.data)
-    if not cfg.vote:
-        params["rotations"] = 1
     names = dict(zip(files, unique_names(files)))
-    grids_of = _cached_grids(files, params, cache) if cache is not None else _computed_grids(files, params)
+    grids_of = _predict_inputs(files, model, cfg, cache, checkpoint)
     predictions, skipped = [], []
     for path, grids in grids_of:
         if isinstance(grids, str):
@@ -187,11 +217,33 @@ def predict(checkpoint: PathLike, paths: Sequence[PathLike] | PathLike, *, top_k
                                      mirror_vote=cfg.mirror_vote)[0]
         order = np.argsort(-p)[:top_k]
         predictions.append((path, [(classes[i], float(p[i])) for i in order]))
+    sheets = []
+    if views_sheets is not None and predictions:
+        from shapes3d.classify.mvcnn_views import evidence_sheets
+
+        done = [p for p, _ in predictions]
+        extractor = _extractor(cfg, dev, getattr(model, "feature_source", None), checkpoint)
+        sheets = [e.sheet for e in evidence_sheets(model, cfg, classes, done, [names[p] for p in done],
+                                                   views_sheets, extractor)]
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(
             {"predictions": [{"name": names[p], "path": str(p), "top": t} for p, t in predictions],
              "skipped": [[str(p), r] for p, r in skipped], "inputs": len(files)}, indent=2))
-    return PredictResult(predictions, skipped, json_path, len(files), [names[p] for p, _ in predictions])
+    return PredictResult(predictions, skipped, json_path, len(files), [names[p] for p, _ in predictions], sheets)
+
+
+def _predict_inputs(files: list[Path], model, cfg: ClassifyConfig, cache: PathLike | None, checkpoint: PathLike):
+    """(path, the model's input for one shape or the reason it failed) per file."""
+    if cfg.model.kind == "mvcnn":
+        dev = next(model.parameters()).device
+        extractor = _extractor(cfg, dev, getattr(model, "feature_source", None), checkpoint)
+        for path, x in mvcnn_data.shape_inputs(files, cfg, cache=cache, extractor=extractor):
+            yield path, x if isinstance(x, str) else np.asarray(x)
+        return
+    params = dataclasses.asdict(cfg.data)
+    if not cfg.vote:
+        params["rotations"] = 1
+    yield from (_cached_grids(files, params, cache) if cache is not None else _computed_grids(files, params))
 
 
 def _as_list(paths) -> list:
@@ -232,5 +284,5 @@ def filters(checkpoint: PathLike, *, out: PathLike | None = None) -> FiltersResu
     check_file_path(path, "--out")
     model, _, _ = evaluation.load_classifier(checkpoint, device="cpu")
     weights = model.first_layer_filters.numpy()
-    plot_filters(weights, path, title=f"first-layer filters of {checkpoint.name}")
+    plot_filters(weights, path, title=f"first-layer filters of {checkpoint.parent.name}/{checkpoint.name}")
     return FiltersResult(path, int(weights.shape[0]))

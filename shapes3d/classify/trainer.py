@@ -1,4 +1,5 @@
-"""Voxel classification training: VoxNet on a :class:`VoxelSet`, one :class:`ClassifyTask` for the engine.
+"""Classification training: VoxNet (or the multi-view CNN, :class:`MVCNNTask`) on a :class:`VoxelSet`, one
+:class:`ClassifyTask` for the engine.
 
 :func:`shapes3d.engine.loop.fit` runs the epochs; this module says what one step is
 (:func:`train_step` on an augmented batch), what an epoch end is (a validation pass on a
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from shapes3d.classify.config import ClassifyConfig
 from shapes3d.classify.evaluation import predict_proba
 from shapes3d.classify.model import CL3D, FORMAT, build_model
+from shapes3d.classify.mvcnn_data import check_source, load_backbone
 from shapes3d.config import config_to_dict
 from shapes3d.data.voxel_dataset import (
     GridStack,
@@ -39,7 +41,7 @@ from shapes3d.engine.rng import seed_all
 from shapes3d.engine.run_folder import check_run_folder
 from shapes3d.models.voxnet import VoxNet
 
-__all__ = ["FORMAT", "ClassifyTask", "TrainResult", "build_model", "train", "train_step"]
+__all__ = ["FORMAT", "ClassifyTask", "MVCNNTask", "TrainResult", "build_model", "train", "train_step"]
 
 log = logging.getLogger(__name__)
 #: The config keys that fix VoxNet's weight shapes (the input resolution sets the first fc layer's width).
@@ -50,7 +52,9 @@ def _optimizer(cfg: ClassifyConfig, model: torch.nn.Module) -> torch.optim.Optim
     t = cfg.train
     if t.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    # The fused kernel: one pass over all parameters (VoxNet: 1.7 ms against 8.6 ms a step on one CPU thread).
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")
+    return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=fused)
 
 
 def _scheduler(cfg: ClassifyConfig, opt: torch.optim.Optimizer):
@@ -102,10 +106,7 @@ class ClassifyTask(Task):
         self.sha256 = list(input_sha256) if input_sha256 is not None else input_hashes(train_set.paths)
         tr_idx, va_idx = stratified_split(train_set.labels, t.val_fraction, seed=t.seed)
         self.tr, self.va = train_set.subset(tr_idx), train_set.subset(va_idx)
-        model = build_model(cfg, len(self.classes))
-        if dist.enabled and dist.device.type == "cuda":
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # CPU (gloo) keeps per-rank statistics
-        self.model = self.net = model.to(dist.device, memory_format=CL3D)
+        self.model = self.net = self.make_model()
         self.opt = _optimizer(cfg, self.model)
         self.sched = _scheduler(cfg, self.opt)
         self.best = -1.0
@@ -113,10 +114,16 @@ class ClassifyTask(Task):
         self.labels = torch.from_numpy(self.tr.labels)
         self.min_batch = max(2 if cfg.model.batch_norm else 1, dist.world)  # BatchNorm cannot train on one sample
 
+    def make_model(self) -> torch.nn.Module:
+        model = build_model(self.cfg, len(self.classes))
+        if self.dist.enabled and self.dist.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # CPU (gloo) keeps per-rank statistics
+        return model.to(self.dist.device, memory_format=CL3D)
+
     def begin(self, dist: Dist) -> None:
         self.net = wrap_ddp(self.model, dist)
-        log.info("training VoxNet (%d parameters) on %d shapes (%d validation), %d classes, device %s, %d rank(s)",
-                 sum(p.numel() for p in self.model.parameters()), len(self.tr), len(self.va), len(self.classes),
+        log.info("training %s (%d parameters) on %d shapes (%d validation), %d classes, device %s, %d rank(s)",
+                 type(self.model).__name__, sum(p.numel() for p in self.model.parameters()), len(self.tr), len(self.va), len(self.classes),
                  dist.device, dist.world)
 
     def epoch_order(self, epoch: int, gen: torch.Generator) -> torch.Tensor:
@@ -177,6 +184,46 @@ class ClassifyTask(Task):
         self.best = ck["best_val_acc"]
 
 
+class MVCNNTask(ClassifyTask):
+    """The multi-view CNN on per-view features (frozen VGG) or on the views (fine-tuning the VGG).
+
+    No augmentation: view pooling already makes the prediction invariant to turns by a multiple of the view step.
+    The checkpoint records ``feature_source``, the identity of the VGG weights the features came from.
+    """
+
+    curves_title = "multi-view CNN training"
+
+    def __init__(self, cfg: ClassifyConfig, train_set: VoxelSet, dist: Dist,
+                 input_sha256: Sequence[str | None] | None = None, feature_source: dict | None = None) -> None:
+        self.feature_source = feature_source
+        super().__init__(cfg, train_set, dist, input_sha256)
+
+    def make_model(self) -> torch.nn.Module:
+        backbone = None
+        if not self.cfg.model.mvcnn.frozen:
+            backbone, self.feature_source = load_backbone(self.cfg.model.mvcnn)
+        return build_model(self.cfg, len(self.classes), backbone=backbone).to(self.dist.device)
+
+    def step(self, batch: torch.Tensor, epoch: int, gen: torch.Generator) -> tuple[dict[str, float], int] | None:
+        if len(batch) < self.min_batch:
+            return None
+        dist = self.dist
+        rows = batch[dist.shard(torch.arange(len(batch)))]
+        x = torch.from_numpy(np.asarray(self.tr.grids[rows.numpy()]))
+        x = batch_to(x.float().div(255) if x.dtype == torch.uint8 else x.float(), dist.device)
+        stats = train_step(self.net, self.opt, x, batch_to(self.labels[rows], dist.device),
+                           label_smoothing=self.cfg.train.label_smoothing, precision=self.cfg.train.precision,
+                           loss_scale=dist.loss_scale(len(rows), len(batch)))
+        return stats, len(rows)
+
+    def payload(self) -> dict:
+        return {**super().payload(), "feature_source": self.feature_source}
+
+    def load(self, ck: dict) -> None:
+        check_source(self.feature_source or {}, ck.get("feature_source"), "last.pt")
+        super().load(ck)
+
+
 @dataclass
 class TrainResult:
     best_val_acc: float
@@ -188,7 +235,7 @@ class TrainResult:
 
 def train(cfg: ClassifyConfig, train_set: VoxelSet, out_dir: str | Path, *, resume: bool = False,
           stop_after: int | None = None, overwrite: bool = False,
-          input_sha256: Sequence[str | None] | None = None) -> TrainResult:
+          input_sha256: Sequence[str | None] | None = None, feature_source: dict | None = None) -> TrainResult:
     """Train on ``train_set`` (a validation split is carved from it); writes checkpoints, CSV log and curves.
 
     ``resume`` continues from ``out_dir/last.pt`` (also from the middle of an epoch);
@@ -200,6 +247,8 @@ def train(cfg: ClassifyConfig, train_set: VoxelSet, out_dir: str | Path, *, resu
     ``out_dir`` must not hold a run unless ``resume`` (continue it) or ``overwrite`` (replace it), see
     :func:`shapes3d.engine.run_folder.check_run_folder`; resume refuses other classes, training files (by content:
     ``input_sha256``, one per shape of ``train_set``, or read from its files) or architecture.
+    ``cfg.model.kind = "mvcnn"``: ``train_set`` holds per-view features (``feature_source`` names the VGG they
+    came from) or, fine-tuning, the views; see :mod:`shapes3d.classify.mvcnn_data`.
     """
     t = cfg.train
     check_run_folder(out_dir, resume=resume, overwrite=overwrite, epochs=t.epochs, config=cfg,
@@ -208,7 +257,10 @@ def train(cfg: ClassifyConfig, train_set: VoxelSet, out_dir: str | Path, *, resu
     if dist.is_main:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     gen = seed_all(t.seed)
-    task = ClassifyTask(cfg, train_set, dist, input_sha256)
+    if cfg.model.kind == "mvcnn":
+        task = MVCNNTask(cfg, train_set, dist, input_sha256, feature_source)
+    else:
+        task = ClassifyTask(cfg, train_set, dist, input_sha256)
     res = fit(task, out_dir, dist=dist, gen=gen, epochs=t.epochs, batch_size=t.batch_size, config=cfg,
               checkpoint_steps=t.checkpoint_steps, checkpoint_every=1, resume=resume, stop_after=stop_after)
     return TrainResult(task.best, res.history, res.best_path, res.last_path, interrupted=res.interrupted)

@@ -10,7 +10,7 @@ from shapes3d.cli.common import (
     DEFAULT_CACHE,
     add_config_args,
     batch_exit,
-    config_help,
+    examples,
     int_range,
     output_file,
     output_folder,
@@ -22,7 +22,10 @@ from shapes3d.cli.common import (
 
 
 def register(sub) -> None:
-    p = sub.add_parser("classify", help="voxel classification with VoxNet (train, evaluate, predict, filters)",
+    p = sub.add_parser("classify", help="VoxNet classifiers: train, evaluate, predict, filters",
+                       epilog=examples(
+                           "shapes3d classify train --data data/ModelNet10 --config modelnet10 --out runs/voxnet",
+                           "shapes3d classify predict runs/voxnet/best.pt scans/chair.ply"),
                        description="Train a VoxNet classifier on a folder of meshes or point clouds, evaluate it "
                                    "with rotation voting, and classify new files.")
     csub = p.add_subparsers(dest="classify_command", metavar="ACTION", required=True)
@@ -30,48 +33,69 @@ def register(sub) -> None:
     t = csub.add_parser("train", help="train on the train split of a dataset folder",
                         description="Voxelize the dataset (cached), carve a validation split from train, train "
                                     "VoxNet with augmentation; writes best.pt, last.pt, log.csv, curves.png.",
-                        epilog=config_help(ClassifyConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog=examples(
+                            "shapes3d classify train --data data/ModelNet10 --config modelnet10 --out runs/voxnet",
+                            "shapes3d classify train --data data/ModelNet10 --out runs/voxnet --resume",
+                            config=ClassifyConfig))
     t.add_argument("--data", required=True, type=Path, help="dataset folder (ModelNet-style) or manifest CSV")
     t.add_argument("--out", type=output_folder, default=Path("runs/classify"),
                    help="run folder (default runs/classify); one that holds a run needs --resume or --overwrite")
-    t.add_argument("--cache", type=output_folder, default=DEFAULT_CACHE / "voxels", help="voxel cache folder")
+    t.add_argument("--cache", type=output_folder, default=DEFAULT_CACHE / "voxels",
+                   help="voxel cache folder, shared across runs (set $SHAPES3D_CACHE to move it)")
     t.add_argument("--split", default="train", help="split to train on when the dataset has splits (default train)")
     mode = t.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last.pt")
     mode.add_argument("--overwrite", action="store_true",
                       help="replace the run in OUT (its last.pt and best.pt are deleted first)")
     t.add_argument("--stop-after", type=int_range(1), default=None, metavar="N",
-                   help="stop after N epochs of this invocation (resume later with --resume)")
+                   help="stop after N epochs of this invocation (resume later with --resume; default: run to "
+                        "train.epochs)")
     add_config_args(t, "voxnet.toml")
     t.set_defaults(handler=run_train)
 
     e = csub.add_parser("evaluate", help="accuracy, per-class table and confusion matrix on the test split",
                         description="Evaluate a checkpoint on a dataset's test split with test-time voting over "
-                                    "the cached rotations; writes metrics.json and confusion.png.")
-    e.add_argument("checkpoint", type=Path)
+                                    "the cached rotations; writes metrics.json and confusion.png.",
+                        epilog=examples(
+                            "shapes3d classify evaluate runs/voxnet/best.pt --data data/ModelNet10",
+                            "shapes3d classify evaluate runs/voxnet/best.pt --data data/ModelNet10 --mirror-vote"))
+    e.add_argument("checkpoint", type=Path, help="VoxNet checkpoint (from 'classify train')")
     e.add_argument("--data", required=True, type=Path, help="dataset folder or manifest CSV")
     e.add_argument("--split", default="test", help="split to evaluate (default test)")
     e.add_argument("--out", type=output_folder, default=None, help="output folder (default: beside the checkpoint)")
-    e.add_argument("--cache", type=output_folder, default=DEFAULT_CACHE / "voxels")
+    e.add_argument("--cache", type=output_folder, default=DEFAULT_CACHE / "voxels",
+                   help="voxel cache folder, shared across runs (set $SHAPES3D_CACHE to move it)")
     e.add_argument("--workers", type=int_range(1, 1024), default=1,
                    help="processes voxelizing shapes missing from the cache (default 1)")
     vote = e.add_mutually_exclusive_group()
-    vote.add_argument("--no-vote", action="store_true", help="use only the unrotated copy")
+    vote.add_argument("--no-vote", action="store_true",
+                      help="use only the unrotated copy (default: vote over the rotations)")
     vote.add_argument("--mirror-vote", action="store_true",
                       help="also average over each rotation's mirror image (default: the config's mirror_vote)")
     e.set_defaults(handler=run_evaluate)
 
     pr = csub.add_parser("predict", help="top-k classes for files or folders",
-                         description="Classify meshes or point clouds (files or folders, recursively).")
-    pr.add_argument("checkpoint", type=Path)
-    pr.add_argument("paths", nargs="+", type=Path)
+                         description="Classify meshes or point clouds (files or folders, recursively).",
+                         epilog=examples(
+                             "shapes3d classify predict runs/voxnet/best.pt scans/chair.ply",
+                             "shapes3d classify predict runs/voxnet/best.pt scans/ --top-k 1 --json pred.json"))
+    pr.add_argument("checkpoint", type=Path, help="VoxNet checkpoint (from 'classify train')")
+    pr.add_argument("paths", nargs="+", type=Path, help="mesh or point-cloud files, or folders of them")
     pr.add_argument("--top-k", type=int_range(1, 1000), default=3, help="classes shown per input (default 3)")
-    pr.add_argument("--json", type=output_file, default=None, help="also write the predictions as JSON")
+    pr.add_argument("--json", type=output_file, default=None,
+                    help="also write the predictions as JSON (default: print only)")
+    pr.add_argument("--views-sheets", type=Path, default=None, metavar="DIR",
+                    help="multi-view checkpoints: write DIR/NAME.png per shape, its views each captioned with the "
+                         "class it alone predicts (default: none)")
     pr.set_defaults(handler=run_predict)
 
     f = csub.add_parser("filters", help="PNG of the first-layer 5^3 filters as slices",
-                        description="Draw each first-layer filter as a row of its 5 depth slices.")
-    f.add_argument("checkpoint", type=Path)
+                        description="Draw each first-layer filter as a row of its 5 depth slices.",
+                        epilog=examples(
+                            "shapes3d classify filters runs/voxnet/best.pt",
+                            "shapes3d classify filters runs/voxnet/best.pt --out figures/filters.png"))
+    f.add_argument("checkpoint", type=Path, help="VoxNet checkpoint (from 'classify train')")
     f.add_argument("--out", type=output_file, default=None,
                    help="PNG path (default: filters.png beside the checkpoint)")
     f.set_defaults(handler=run_filters)
@@ -111,7 +135,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         acc = "   -  " if v["accuracy"] is None else f"{v['accuracy']:.4f}"
         print(f"{c:<{width}}  {acc:>8}  {v['support']:>7}")
     print(f"overall accuracy {m['overall_accuracy']:.4f}, mean class accuracy {m['mean_class_accuracy']:.4f} "
-          f"({m['n']} shapes, voting over {m['rotations']} rotations)")
+          f"({m['n']} shapes, " + (f"{m['views']} views pooled)" if m.get("model") == "mvcnn" else
+                                   f"voting over {m['rotations']} rotations)"))
     print_skipped(res.skipped)
     print(f"results: {res.metrics_path}, {res.confusion_path}")
     return 0
@@ -121,12 +146,14 @@ def run_predict(args: argparse.Namespace) -> int:
     require_inputs(args.checkpoint)
     from shapes3d.classify.jobs import predict
 
-    res = predict(args.checkpoint, args.paths, top_k=args.top_k, out=args.json)
+    res = predict(args.checkpoint, args.paths, top_k=args.top_k, out=args.json, views_sheets=args.views_sheets)
     for path, top in res.predictions:
         print(f"{path}: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
     print_skipped(res.skipped)
     if res.json_path is not None:
         print(f"predictions written to {res.json_path}")
+    if res.sheets:
+        print(f"{len(res.sheets)} view sheet(s) written to {args.views_sheets}")
     return batch_exit(res.inputs, len(res.skipped))
 
 

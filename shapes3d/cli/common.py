@@ -15,6 +15,73 @@ from shapes3d.utils.io import atomic_write_text
 DEFAULT_CACHE = Path(os.environ.get("SHAPES3D_CACHE", Path.home() / ".cache" / "shapes3d"))
 
 
+def _default_text(value) -> str:
+    """A default as a user types it: lists space-separated, paths under the home folder with ``~``."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(_default_text(v) for v in value)
+    if isinstance(value, Path):
+        home = str(Path.home())
+        text = str(value)
+        return "~" + text[len(home):] if text.startswith(home + os.sep) else text
+    return str(value)
+
+
+def default_note(action: argparse.Action) -> str:
+    """What :class:`HelpFormatter` appends to an option's help: ``(default: X)``; ``(default: off)`` for a flag;
+    nothing when the help already says its default, or when the default is None/empty (the help must then say
+    what happens when the option is omitted -- ``tests/test_cli_help.py`` checks that it does)."""
+    text = action.help or ""
+    if "default" in text.lower() or action.default is argparse.SUPPRESS:
+        return ""
+    if action.required or (not action.option_strings and action.nargs not in ("?", "*")):
+        return ""  # a required positional has no default
+    if action.nargs == 0:  # store_true / store_false / store_const
+        return " (default: off)" if not action.default else " (default: on)"
+    if action.default is None or action.default == [] or action.default == "":
+        return ""
+    return f" (default: {_default_text(action.default)})".replace("%", "%%")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """The one help layout of every command: descriptions and epilogs wrapped paragraph by paragraph, with
+    indented lines (config key tables, examples) kept as written; each option's default shown."""
+
+    def __init__(self, prog: str, **kwargs) -> None:
+        kwargs.setdefault("max_help_position", 28)
+        super().__init__(prog, **kwargs)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        out = []
+        for line in text.splitlines():
+            if not line.strip() or line[:1].isspace():
+                out.append(indent + line if line.strip() else "")
+            else:
+                out.append(textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent))
+        return "\n".join(out)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return (action.help or "") + default_note(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` with :class:`HelpFormatter`, whatever ``formatter_class`` a command asks for.
+    Subparsers inherit the class, so every command registered with ``sub.add_parser(...)`` under the root parser
+    of :func:`shapes3d.cli.main.build_parser` gets it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["formatter_class"] = HelpFormatter
+        super().__init__(*args, **kwargs)
+
+
+def examples(*lines: str, config=None) -> str:
+    """A command's ``epilog``: the keys of the config class ``config`` (:func:`config_help`), then ``examples:``
+    with one invocation a line -- every command's help ends with one or two (``tests/test_cli_help.py``)."""
+    block = "examples:\n" + "\n".join(f"  {line}" for line in lines)
+    return f"{config_help(config)}\n\n{block}" if config is not None else block
+
+
 def require_inputs(*paths: Path | None) -> None:
     """Fail fast, before any heavy import, on an input file or folder that does not exist (None is skipped)."""
     from shapes3d.errors import MissingFileError
@@ -57,6 +124,8 @@ def float_range(lo: float, hi: float, *, open_ends: bool = False):
         return value
 
     parse.__name__ = "float"
+    parse.bounds = (lo, hi)  # as int_range's; open_ends says whether the ends themselves are refused
+    parse.open_ends = open_ends
     return parse
 
 
@@ -91,7 +160,8 @@ def add_config_args(parser: argparse.ArgumentParser, default: str | None) -> Non
                         help=f"TOML file, or the name of a preset shipped with shapes3d "
                              f"(default: {name or 'built-in defaults'})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config key, e.g. --set train.epochs=5 (repeatable)")
+                        help="override one config key, e.g. --set train.epochs=5 (repeatable; default: none, the "
+                             "config as written)")
 
 
 def config_help(cls) -> str:

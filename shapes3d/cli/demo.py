@@ -6,11 +6,14 @@ import argparse
 import time
 from pathlib import Path
 
-from shapes3d.cli.common import int_range, output_folder, resolve_config
+from shapes3d.cli.common import examples, int_range, output_folder, resolve_config
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="run the pipelines end to end on the built-in synthetic dataset",
+    p = sub.add_parser("demo", help="every pipeline end to end on the built-in dataset",
+                       epilog=examples(
+                           "shapes3d demo --out runs/demo",
+                           "shapes3d demo --per-class 8 --skip-sdf --set train.epochs=5"),
                        description="Write the built-in dataset; voxelize it and train + evaluate a VoxNet classifier; "
                                    "train a small DeepSDF on a few shapes, fit a held-out shape from full and partial "
                                    "data, interpolate and extract meshes; render contact sheets; synthesise a texture "
@@ -18,8 +21,8 @@ def register(sub) -> None:
     p.add_argument("--out", type=output_folder, default=Path("runs/demo"), help="output folder (default runs/demo)")
     p.add_argument("--per-class", type=int_range(4, 10_000), default=16, help="shapes per family (default 16)")
     p.add_argument("--workers", type=int_range(1, 1024), default=1, help="preprocessing worker processes (default 1)")
-    p.add_argument("--skip-sdf", action="store_true", help="skip the DeepSDF part")
-    p.add_argument("--skip-style", action="store_true", help="skip the texture synthesis")
+    p.add_argument("--skip-sdf", action="store_true", help="skip the DeepSDF part (default: run it)")
+    p.add_argument("--skip-style", action="store_true", help="skip the texture synthesis (default: run it)")
     p.add_argument("--config", default="demo-voxnet",
                    help="classification config: a TOML file or a shipped preset (default demo-voxnet: 8 rotations, "
                         "20 epochs)")

@@ -6,11 +6,15 @@ import argparse
 import importlib
 import platform
 
+from shapes3d.cli.common import examples
+
 
 def register(sub) -> None:
-    p = sub.add_parser("info", help="print versions, compute device, data root and pretrained-weight status",
+    p = sub.add_parser("info", help="versions, compute device, data root, pretrained weights",
                        description="Print library versions, the compute device, the real-data root and "
-                                   "whether pretrained VGG weights can be found.")
+                                   "whether pretrained VGG weights can be found.",
+                       epilog=examples(
+                           "shapes3d info"))
     p.set_defaults(handler=run)
 
 

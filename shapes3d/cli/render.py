@@ -5,22 +5,27 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shapes3d.cli.common import batch_exit, float_range, int_range, output_file
+from shapes3d.cli.common import batch_exit, examples, float_range, int_range, output_file
 from shapes3d.geometry.limits import MAX_IMAGE_SIZE, MAX_VIEWS
 from shapes3d.render.images import MODES
 
 
 def register(sub) -> None:
     p = sub.add_parser("render", help="multi-view contact sheet of meshes or DeepSDF codes",
-                       description="Render meshes (CPU ray casting) or shapes of a DeepSDF checkpoint (sphere "
+                       description="Render meshes (CPU ray casting), point clouds (splats), voxel grids (cubes) or shapes of a DeepSDF checkpoint (sphere "
                                    "tracing of the decoder) from cameras on a sphere into one PNG: one row per "
-                                   "shape and mode, one column per view.")
+                                   "shape and mode, one column per view.",
+                       epilog=examples(
+                           "shapes3d render data/ModelNet10/chair/test/chair_0890.off --views 8 --out chair.png",
+                           "shapes3d render runs/chairs/last.pt --shape 0 1 2 --modes all --out codes.png"))
     p.add_argument("paths", nargs="+", type=Path,
-                   help="mesh files, or a DeepSDF checkpoint (.pt) with --shape and/or --code")
+                   help="mesh files, point clouds (drawn as splats), voxel grids (.npy/.npz occupancy (R, R, R), "
+                        "drawn as cubes), or a DeepSDF checkpoint (.pt) with --shape and/or --code")
     p.add_argument("--shape", nargs="+", default=[], metavar="NAME_OR_INDEX",
-                   help="training shapes of the checkpoint to render (names or indices)")
+                   help="training shapes of the checkpoint to render (names or indices; default: none)")
     p.add_argument("--code", nargs="+", default=[], type=Path, metavar="FILE",
-                   help="code files (from 'sdf fit' or 'sdf fit-views') to render with the checkpoint's decoder")
+                   help="code files (from 'sdf fit' or 'sdf fit-views') to render with the checkpoint's decoder "
+                        "(default: none)")
     p.add_argument("--out", type=output_file, default=Path("renders.png"), help="PNG to write (default renders.png)")
     p.add_argument("--views", type=int_range(1, MAX_VIEWS), default=6, help="azimuths, evenly spaced (default 6)")
     p.add_argument("--elevations", type=float_range(-90, 90, open_ends=True), nargs="+", default=[25.0],
@@ -28,7 +33,8 @@ def register(sub) -> None:
     p.add_argument("--size", type=int_range(16, MAX_IMAGE_SIZE), default=128,
                    help="image width and height in pixels (default 128)")
     p.add_argument("--up", default="z", choices=("x", "y", "z"), help="up axis (ModelNet z, ShapeNet y)")
-    p.add_argument("--modes", nargs="+", default=["shaded"], choices=(*MODES, "all"))
+    p.add_argument("--modes", nargs="+", default=["shaded"], choices=(*MODES, "all"),
+                   help="image kinds, one row each (all: every kind)")
     p.set_defaults(handler=run)
 
 

@@ -7,20 +7,30 @@ import argparse
 import json
 from pathlib import Path
 
-from shapes3d.cli.common import add_config_args, config_help, int_range, require_inputs, resolve_config
+from shapes3d.cli.common import add_config_args, examples, int_range, require_inputs, resolve_config
 from shapes3d.deepsdf.views_config import ViewsConfig
+from shapes3d.geometry.limits import MAX_IMAGE_SIZE, MAX_VIEWS
 from shapes3d.style.config import StyleConfig
 from shapes3d.style.views_config import StyleViewsConfig
 
+MAX_STEPS = 1_000_000  # optimiser iterations a flag accepts (the configs' own checks apply too)
+
 
 def register(sub) -> None:
-    p = sub.add_parser("style", help="texture synthesis and style transfer with VGG Gram losses",
-                       description="Image optimisation with VGG features: Gram-matrix texture synthesis and "
-                                   "content + style transfer (Gatys et al.).")
+    p = sub.add_parser("style", help="texture synthesis, style transfer, stylised shapes",
+                       description="Image optimisation with VGG features: Gram-matrix (or MRF) texture synthesis "
+                                   "and content + style transfer (Gatys et al.), on images, DeepSDF shapes and "
+                                   "multi-view renders of a mesh.",
+                       epilog=examples(
+                           "shapes3d style texture skimage:brick --out runs/texture",
+                           "shapes3d style transfer skimage:astronaut skimage:brick --out runs/transfer"))
     ssub = p.add_subparsers(dest="style_command", metavar="ACTION", required=True)
     t = ssub.add_parser("texture", help="synthesise a new texture from an example image",
                         description="Optimise noise until its VGG Gram matrices match the example's.",
-                        epilog=config_help(StyleConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
+                        epilog=examples(
+                            "shapes3d style texture skimage:brick --out runs/texture",
+                            "shapes3d style texture photos/bark.png --set steps=400 --out runs/bark",
+                            config=StyleConfig))
     t.add_argument("image", help="example texture (PNG/JPEG), or skimage:NAME for scikit-image's samples "
                                  "(e.g. skimage:brick, skimage:grass, skimage:gravel)")
     t.add_argument("--out", type=Path, default=Path("runs/texture"), help="output folder")
@@ -29,7 +39,10 @@ def register(sub) -> None:
     x = ssub.add_parser("transfer", help="render a content image in the style of another",
                         description="Optimise an image for VGG content features of CONTENT and Gram statistics "
                                     "of STYLE, with optional TV regularisation.",
-                        epilog=config_help(StyleConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
+                        epilog=examples(
+                            "shapes3d style transfer skimage:astronaut skimage:brick --out runs/transfer",
+                            "shapes3d style transfer photo.jpg painting.png --set tv_weight=1e-4",
+                            config=StyleConfig))
     x.add_argument("content", help="content image, or skimage:NAME")
     x.add_argument("style", help="style image, or skimage:NAME")
     x.add_argument("--out", type=Path, default=Path("runs/transfer"), help="output folder")
@@ -41,7 +54,11 @@ def register(sub) -> None:
                                     "luminance, while the SDF on fixed points near the original surface stays close "
                                     "to the original. Writes sheet.png (before/after), the stylised mesh, the code "
                                     "(and decoder weights with --optimise decoder), loss.png, log.csv, config.toml.",
-                        epilog=config_help(ViewsConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
+                        epilog=examples(
+                            "shapes3d style shape runs/chairs/last.pt --shape 0 --style skimage:brick",
+                            "shapes3d style shape runs/chairs/last.pt --shape chair_0003 --style skimage:grass "
+                            "--optimise decoder",
+                            config=ViewsConfig))
     h.add_argument("checkpoint", type=Path, help="DeepSDF checkpoint (from 'sdf train')")
     h.add_argument("--shape", required=True, metavar="NAME_OR_INDEX",
                    help="training shape (name or index) or a code file from 'sdf fit' / 'sdf fit-views'")
@@ -50,7 +67,8 @@ def register(sub) -> None:
     h.add_argument("--optimise", choices=("code", "decoder"), default=None,
                    help="what to optimise (default: style.optimise of the config, 'code')")
     h.add_argument("--resolution", type=int_range(2, 1024), default=96,
-                   help="extraction resolution of the stylised mesh")
+                   help="extraction resolution of the stylised mesh (default 96)")
+    h.add_argument("--format", choices=("ply", "obj", "off", "glb"), default="ply", help="mesh file format (default: ply)")
     add_config_args(h, "views.toml")
     h.set_defaults(handler=run_shape)
     _register_views(ssub)
@@ -67,12 +85,18 @@ def _register_views(ssub) -> None:
                                     "reports both runs' warped difference at matched style loss. Writes "
                                     "view_<i>.png, sheet.png (content, stylised, gamma 0), log.csv, "
                                     "consistency.json, config.toml.",
-                        epilog=config_help(StyleViewsConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
+                        epilog=examples(
+                            "shapes3d style views data/chair_0890.off skimage:brick --out runs/style-views",
+                            "shapes3d style views data/chair_0890.off skimage:grass --views 6 --set kind=\"mrf\"",
+                            config=StyleViewsConfig))
     v.add_argument("mesh", type=Path, help="mesh file (OFF/OBJ/PLY/STL/GLB)")
     v.add_argument("style", help="style image (PNG/JPEG), or skimage:NAME")
-    v.add_argument("--views", type=int, default=None, help=f"cameras on the circle (default: {d.views})")
-    v.add_argument("--size", type=int, default=None, help=f"image side in pixels (default: {d.size})")
-    v.add_argument("--steps", type=int, default=None, help=f"L-BFGS iterations per run (default: {d.steps})")
+    v.add_argument("--views", type=int_range(2, MAX_VIEWS), default=None,
+                   help=f"cameras on the circle (default: {d.views})")
+    v.add_argument("--size", type=int_range(16, MAX_IMAGE_SIZE), default=None,
+                   help=f"image side in pixels (default: {d.size})")
+    v.add_argument("--steps", type=int_range(1, MAX_STEPS), default=None,
+                   help=f"L-BFGS iterations per run (default: {d.steps})")
     v.add_argument("--weights", default=None, help=f"VGG weights: auto, a file, or random (default: {d.weights})")
     v.add_argument("--out", type=Path, default=Path("runs/style-views"), help="output folder")
     add_config_args(v, None)
@@ -103,7 +127,8 @@ def run_shape(args: argparse.Namespace) -> int:
 
     extra = [f'style.optimise="{args.optimise}"'] if args.optimise else []
     cfg = resolve_config(ViewsConfig, args, extra=extra)
-    r = stylize(args.checkpoint, args.shape, args.style, cfg=cfg, out=args.out, resolution=args.resolution)
+    r = stylize(args.checkpoint, args.shape, args.style, cfg=cfg, out=args.out, resolution=args.resolution,
+                format=args.format)
     if r.model_path is not None:
         print(f"  stylised model {r.model_path} (e.g. shapes3d render {r.model_path} --shape {r.label})")
     first, final = r.style.history[0], r.style.final

@@ -24,9 +24,13 @@ __getattr__, __dir__, __all__ = lazy_face(__name__, {
     "sdf_task": "shapes3d.data.tasks",
     # datasets
     "build_voxel_set": "shapes3d.data.voxel_dataset",
+    "fetch_dataset": "shapes3d.data.fetch",
+    "FetchResult": "shapes3d.data.fetch",
     "VoxelSet": "shapes3d.data.voxel_dataset",
+    "VoxelRotations": "shapes3d.data.voxel_dataset",
     "stratified_split": "shapes3d.data.voxel_dataset",
     "SDFDataset": "shapes3d.data.sdf_dataset",
+    "SDFChunks": "shapes3d.data.sdf_dataset",
     "ShapeSamples": "shapes3d.data.sdf_dataset",
     "build_sdf_dataset": "shapes3d.data.sdf_dataset",
 })

@@ -316,5 +316,5 @@ def merge_caches(src_dirs: Iterable[str | os.PathLike], dst_dir: str | os.PathLi
             with open(src, "rb") as fin, atomic_write(dst, "wb") as fout:
                 shutil.copyfileobj(fin, fout)
             report.copied += 1
-    log.info("%s", report.summary())
+    log.debug("%s", report.summary())  # the caller prints it (data merge), once
     return report

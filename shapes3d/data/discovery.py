@@ -3,7 +3,11 @@
 Four layouts are recognised:
 
 * ``modelnet``: ``root/<class>/<split>/<file>`` with ``<split>`` one of ``train``/``test``
-  (ModelNet10/40, the MeshCNN SHREC'11 split, ModelNet point-cloud exports).
+  (ModelNet10/40, the MeshCNN SHREC'11 split, ModelNet point-cloud exports such as PointNet's
+  ModelNet40 ``.npy`` clouds), also below one wrapper folder, ``root/ModelNet40/<class>/<split>/<file>``
+  (a root holding the data set's folder, as its archives unpack). A ``shape_names.txt`` beside the class
+  folders (PointNet's class list, one name a line) is checked against them: a listed class without files,
+  or a class folder it does not list, is logged as a warning.
 * ``shapenet``: ``root/<synset>/<model id>/models/<file>`` (ShapeNetCore v2) or
   ``root/<synset>/<model id>/<file>`` (v1); the class is the synset folder's name
   and the split is unknown (``""``): ShapeNet's splits ship as separate lists. With a ShapeNet
@@ -219,7 +223,34 @@ def _modelnet_entry(rel: PurePosixPath) -> tuple[str, str] | None:
     parts = rel.parts
     if len(parts) == 3 and parts[1].lower() in _MODELNET_SPLITS:
         return parts[0], parts[1].lower()
+    if len(parts) == 4 and parts[2].lower() in _MODELNET_SPLITS:  # one wrapper folder: ModelNet40/<class>/...
+        return parts[1], parts[2].lower()
     return None
+
+
+#: PointNet's ModelNet class list, kept beside the class folders.
+SHAPE_NAMES_FILE = "shape_names.txt"
+
+
+def _check_shape_names(root: Path, entries: list[ManifestEntry]) -> None:
+    """Warn when ``shape_names.txt`` (in ``root`` or its one wrapper folder) and the class folders disagree."""
+    found = {e.class_name for e in entries}
+    tops = {e.path.relative_to(root).parts[0] for e in entries}
+    for folder in [root, *(root / t for t in sorted(tops) if t not in found)]:
+        names_file = folder / SHAPE_NAMES_FILE
+        if not names_file.is_file():
+            continue
+        try:
+            listed = {line.strip() for line in names_file.read_text(encoding="utf-8").splitlines() if line.strip()}
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("%s: cannot read the class list (%s); not checked", names_file, exc)
+            continue
+        if listed - found:
+            log.warning("%s lists %d classes without files: %s", names_file, len(listed - found),
+                        ", ".join(sorted(listed - found)))
+        if found - listed:
+            log.warning("%s does not list %d class folders: %s", names_file, len(found - listed),
+                        ", ".join(sorted(found - listed)))
 
 
 def _shapenet_entry(rel: PurePosixPath) -> tuple[str, str] | None:
@@ -260,7 +291,7 @@ def discover(
 ) -> Manifest:
     """List the shape files of a dataset folder as a :class:`Manifest` sorted by relative path.
 
-    ``layout="auto"`` picks ``modelnet`` if any file sits in ``<class>/{train,test}/``, else
+    ``layout="auto"`` picks ``modelnet`` if any file sits in ``[<wrapper>/]<class>/{train,test}/``, else
     ``shapenet`` if any sits in ``<synset>/<id>/models/``, else ``flat``. Files that do not fit
     the chosen layout are left out (logged at INFO). Raises :class:`MissingFileError` for a
     missing root and :class:`InputFileError` when no shape file fits.
@@ -298,6 +329,8 @@ def discover(
         )
     if left_out:
         log.info("%s: %d shape files do not fit the %s layout and were left out", root, left_out, chosen)
+    if chosen == "modelnet":
+        _check_shape_names(root, entries)
     log.info("%s: %d entries, %d classes, layout %s", root, len(entries), len({e.class_name for e in entries}), chosen)
     return Manifest(tuple(entries), root, chosen)
 

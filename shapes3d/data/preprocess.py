@@ -104,11 +104,12 @@ class PreprocessReport:
     shard: tuple[int, int] | None = None
     seconds: float = 0.0
 
-    def summary(self) -> str:
+    def summary(self, label: str | None = None) -> str:
+        """One line; ``label`` names the task for people (e.g. ``voxels``; default: its qualified name)."""
         shard = f" (shard {self.shard[0]}/{self.shard[1]})" if self.shard else ""
         corrupt = f", {self.recomputed_corrupt} corrupt caches redone" if self.recomputed_corrupt else ""
         return (
-            f"{self.fn}{shard}: {self.computed} computed, {self.cached} cached, "
+            f"{label or self.fn}{shard}: {self.computed} computed, {self.cached} cached, "
             f"{len(self.skipped)} skipped{corrupt} in {self.seconds:.1f} s"
         )
 
@@ -325,7 +326,7 @@ def run_preprocess(
             runner.close()  # stops the workers now, if the signal arrived outside the runner
         report.seconds = time.perf_counter() - start
         done = report.computed + report.cached
-        detail = (f"{done} of {len(paths)} inputs done ({report.summary()}); finished entries are cached in "
+        detail = (f"{done} of {len(paths)} inputs done ({report.summary(desc)}); finished entries are cached in "
                   f"{cache_dir}: run the same command again to resume")
         log.warning("interrupted by %s: %s", exc.signal_name, detail)
         raise Interrupted(exc.signal_name, detail, partial=report) from None
@@ -334,7 +335,7 @@ def run_preprocess(
     report.skipped.sort(key=lambda item: str(item[0]))
     report.results = dict(sorted(report.results.items(), key=lambda item: str(item[0])))
     report.seconds = time.perf_counter() - start
-    log.info("%s", report.summary())
+    log.debug("%s", report.summary(desc))  # callers print their own summary (once)
     return report
 
 

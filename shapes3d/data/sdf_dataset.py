@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from shapes3d.data.cache import load_cached
 from shapes3d.data.discovery import ManifestEntry
@@ -91,7 +92,8 @@ def samples_from_sdf(sdf_fn: Callable[[np.ndarray], np.ndarray], surface_points:
 
 
 class SDFDataset:
-    """Many shapes' samples held as tensors; :meth:`sample` draws a balanced batch.
+    """Many shapes' samples held as tensors; :meth:`sample` draws a balanced batch; :meth:`chunks` is the
+    ``torch.utils.data.Dataset`` view (one balanced chunk per shape) for a ``DataLoader``.
 
     ``shapes``: :class:`ShapeSamples` or any object with ``pos``/``neg`` (and optionally
     ``offset``/``scale``) attributes, e.g. the geometry layer's ``SDFSamples``. ``paths`` (the source files,
@@ -145,6 +147,48 @@ class SDFDataset:
                     rows.append(side[torch.randint(0, len(side), (k,), generator=generator)])
         batch = torch.cat(rows)
         return batch[:, :3].contiguous(), batch[:, 3].contiguous()
+
+    def chunks(self, samples_per_shape: int, *, seed: int = 0, epoch: int = 0,
+               seed_for: Callable[[int, int, int], int] | None = None) -> SDFChunks:
+        """A ``torch.utils.data.Dataset`` of this set: a balanced chunk of S samples per shape (:class:`SDFChunks`)."""
+        return SDFChunks(self, samples_per_shape, seed=seed, epoch=epoch, seed_for=seed_for)
+
+
+def chunk_seed(seed: int, epoch: int, index: int) -> int:
+    """The default generator seed of shape ``index``'s chunk in ``epoch`` (numpy's SeedSequence mixing)."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0] & 0x7FFFFFFFFFFFFFFF)
+
+
+class SDFChunks(Dataset):
+    """A ``torch.utils.data.Dataset`` view of an :class:`SDFDataset`: item ``i`` is one balanced chunk of shape ``i``.
+
+    ``(xyz (S, 3) float32, sdf (S,) float32, i int64)``, drawn by :meth:`SDFDataset.sample` from a generator
+    seeded with ``seed_for(seed, epoch, i)`` (default :func:`chunk_seed`), so an item is the same whichever
+    worker, batch or order reads it. A ``DataLoader`` of batch size B gives ``(B, S, 3)``, ``(B, S)`` and the
+    shape indices ``(B,)``; ``xyz.reshape(-1, 3)`` is the trainer's ``(B*S, 3)`` layout, grouped by shape.
+    Call :meth:`set_epoch` between epochs for new draws (as with a ``DistributedSampler``).
+    """
+
+    def __init__(self, data: SDFDataset, samples_per_shape: int, *, seed: int = 0, epoch: int = 0,
+                 seed_for: Callable[[int, int, int], int] | None = None) -> None:
+        if samples_per_shape < 1:
+            raise ValueError(f"samples_per_shape must be >= 1, got {samples_per_shape}")
+        self.data, self.samples_per_shape, self.seed, self.epoch = data, int(samples_per_shape), int(seed), int(epoch)
+        self.seed_for = chunk_seed if seed_for is None else seed_for
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"shape index {i} out of range for {len(self)} shapes")
+        gen = torch.Generator().manual_seed(int(self.seed_for(self.seed, self.epoch, i)))
+        xyz, sdf = self.data.sample(torch.tensor([i]), self.samples_per_shape, generator=gen)
+        return xyz, sdf, torch.tensor(i)
 
 
 def _copy_on_write(arr: np.ndarray) -> np.ndarray:

@@ -356,6 +356,6 @@ def write_dataset(
         atomic_write_text(stem.with_suffix(".json"), json.dumps(record, indent=2, sort_keys=True) + "\n")
         rows.append(f"{fam},{split},{stem.relative_to(out).as_posix()}.{fmt}")
     atomic_write_text(out / "manifest.csv", "\n".join(rows) + "\n")
-    logger.info("wrote %d synthetic shapes (%d families) to %s", len(jobs), len(families), out)
+    logger.debug("wrote %d synthetic shapes (%d families) to %s", len(jobs), len(families), out)  # callers print it
     return out
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from shapes3d.data.cache import load_cached
 from shapes3d.data.configs import VoxelCacheConfig
@@ -85,9 +86,20 @@ def select_rotations(grids, rows, rotations) -> np.ndarray:
     return np.asarray(grids[np.asarray(rows), np.asarray(rotations)])[:, None]
 
 
+def _grid_item(grid: np.ndarray, label: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One (R, R, R) occupancy grid and its label as a (1, R, R, R) float32 tensor and an int64 scalar."""
+    return torch.from_numpy(np.asarray(grid, dtype=np.float32)[None].copy()), torch.tensor(int(label))
+
+
 @dataclass
-class VoxelSet:
-    """Shapes as cached occupancy grids with integer labels into ``classes``."""
+class VoxelSet(Dataset):
+    """Shapes as cached occupancy grids with integer labels into ``classes``.
+
+    A ``torch.utils.data.Dataset``: item ``i`` is ``(grid, label)``, the unrotated cached copy (rotation 0) of
+    shape ``i`` as a (1, R, R, R) float32 tensor (1 inside) and its int64 label, so a ``DataLoader`` gives
+    ``(B, 1, R, R, R)`` and ``(B,)``. :meth:`all_rotations` is the view over every cached rotation. The
+    trainer does not go through it: it reads rotations chosen per batch (:func:`select_rotations`).
+    """
 
     grids: np.ndarray | GridStack  # (S, K, R, R, R) uint8
     labels: np.ndarray  # (S,) int64
@@ -98,9 +110,40 @@ class VoxelSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        i = _check_index(i, len(self))
+        return _grid_item(self.grids[i][0], self.labels[i])
+
+    def all_rotations(self) -> VoxelRotations:
+        """The ``torch.utils.data.Dataset`` of all S * K cached copies (item ``s * K + k``: rotation k of shape s)."""
+        return VoxelRotations(self)
+
     def subset(self, index: np.ndarray) -> VoxelSet:
         grids = self.grids.subset(index) if isinstance(self.grids, GridStack) else self.grids[index]
         return VoxelSet(grids, self.labels[index], [self.paths[i] for i in index], self.classes)
+
+
+def _check_index(i, n: int) -> int:
+    i = int(i)
+    i = i + n if i < 0 else i
+    if not 0 <= i < n:
+        raise IndexError(f"index {i} out of range for {n} items")
+    return i
+
+
+class VoxelRotations(Dataset):
+    """Every cached rotation of a :class:`VoxelSet` as its own item: ``(grid (1, R, R, R) float32, label)``."""
+
+    def __init__(self, voxels: VoxelSet) -> None:
+        self.voxels = voxels
+        self.rotations = int(voxels.grids.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.voxels) * self.rotations
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        shape, k = divmod(_check_index(i, len(self)), self.rotations)
+        return _grid_item(self.voxels.grids[shape][k], self.voxels.labels[shape])
 
 
 def build_voxel_set(

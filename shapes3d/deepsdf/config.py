@@ -28,10 +28,14 @@ class DeepSDFModelConfig:
     weight_norm: bool = option(True, "Weight normalisation on the hidden layers.")
     code_init_std: float = option(0.0, "Std of the initial codes; 0 means 1/sqrt(latent_size) (official).")
     code_max_norm: float = option(1.0, "Codes are renormalised to at most this norm when looked up (0: off).")
+    pe_frequencies: int = option(0, "Positional encoding of xyz: F > 0 feeds [xyz, sin(2^k pi xyz), cos(2^k pi xyz)], "
+                                    "k < F (3 + 6F features) to layer 0 and the skip layers; 0: plain xyz "
+                                    "(official; export-official refuses F > 0).")
 
     def __post_init__(self) -> None:
         check_ranges(self, latent_size=(0, 65536), hidden=(1, 65536), layers=(1, 256), skip_at=(1, self.layers - 1),
-                     dropout=(0.0, 1.0, False, True), code_init_std=(0.0, None), code_max_norm=(0.0, None))
+                     dropout=(0.0, 1.0, False, True), code_init_std=(0.0, None), code_max_norm=(0.0, None),
+                     pe_frequencies=(0, 32))
         if self.latent_size < 0 or self.hidden < 1 or self.layers < 1:
             raise ValueError(f"latent_size >= 0, hidden >= 1, layers >= 1 required, got "
                              f"{self.latent_size}, {self.hidden}, {self.layers}")
@@ -56,17 +60,28 @@ class SDFTrainConfig:
     lr_codes: float = option(1e-3, "Adam learning rate of the latent codes.")
     lr_interval: int = option(500, "Both learning rates are multiplied by lr_factor every this many epochs.")
     lr_factor: float = option(0.5, "Step-decay factor of both learning rates.")
+    lr_schedule: str = option("step", "step (official: lr_factor every lr_interval epochs) or cosine (half-cosine "
+                                      "from the initial rates to lr_min_ratio times them over the epochs after "
+                                      "the warm-up; lr_interval and lr_factor are then unused).")
+    warmup_epochs: int = option(0, "Epochs of linear learning-rate warm-up (epoch e of W runs at e/W of the "
+                                   "rate); 0: none. Applies to both schedules.")
+    lr_min_ratio: float = option(0.0, "cosine only: the rates' floor as a fraction of the initial rates.")
     precision: str = option("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or bf16 (autocast with fp32 "
                                     "master weights; fast only on CPUs with bf16 matrix units, or CUDA).")
     seed: int = option(0, "Seed of initialisation, sampling and dropout.")
     device: str = option("auto", "auto (CUDA when present), cpu, or cuda[:N].")
     checkpoint_every: int = option(1, "Write the checkpoint every this many epochs (and at the end).")
+    tensorboard: bool = option(False, "Also write the log.csv scalars as TensorBoard events into <out>/tensorboard/ "
+                                      "(needs: pip install tensorboard).")
 
     def __post_init__(self) -> None:
         check_ranges(self, epochs=(1, _BIG), shapes_per_batch=(1, _BIG), samples_per_shape=(1, MAX_POINTS),
                      clamp=(0.0, None, True), code_reg=(0.0, None), code_reg_ramp=(0, _BIG),
                      lr_decoder=(0.0, None, True), lr_codes=(0.0, None, True), lr_interval=(1, _BIG),
-                     lr_factor=(0.0, 1.0, True), seed=(0, MAX_SEED), checkpoint_every=(1, _BIG))
+                     lr_factor=(0.0, 1.0, True), seed=(0, MAX_SEED), checkpoint_every=(1, _BIG),
+                     warmup_epochs=(0, _BIG), lr_min_ratio=(0.0, 1.0))
+        if self.lr_schedule not in ("step", "cosine"):
+            raise ValueError(f"lr_schedule must be 'step' or 'cosine', got {self.lr_schedule!r}")
         if min(self.epochs, self.shapes_per_batch, self.samples_per_shape, self.lr_interval,
                self.checkpoint_every) < 1:
             raise ValueError("epochs, shapes_per_batch, samples_per_shape, lr_interval and checkpoint_every "

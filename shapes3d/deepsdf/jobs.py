@@ -136,15 +136,16 @@ def _partial_observation(mesh, transform, partial: str, *, seed: int):
 
 def fit(checkpoint: str | Path, mesh: str | Path, *, partial: str = "none", out: str | Path | None = None,
         resolution: int = 128, overrides: Sequence[str] = (), bound: float = 1.0,
-        safety: float = DEFAULT_SAFETY) -> FitJobResult:
+        safety: float = DEFAULT_SAFETY, format: str = "ply") -> FitJobResult:
     """Fit a code to ``mesh`` with the decoder frozen: from its full SDF samples, one depth view (``depth``) or
     a cropped one (``crop``). The objective is the checkpoint's (``train.clamp``, ``train.code_reg``) with its
     ``[fit]`` settings; ``overrides`` (``key=value``) change the checkpoint's config for this fit.
 
-    Writes ``LABEL.pt`` (the code file), ``LABEL.ply`` and ``LABEL.json`` (metrics) into ``out`` (default:
-    ``fits/`` beside the checkpoint); LABEL is the mesh's shape id (:func:`~shapes3d.data.shape_ids.shape_names`:
-    ``<synset>/<id>`` for a ShapeNet mesh, written to ``fits/<synset>/<id>.pt``), plus ``-depth``/``-crop`` for
-    partial fits. ``bound``, ``safety``: the extraction box and trust of :func:`extract_shape`.
+    Writes ``LABEL.pt`` (the code file), ``LABEL.FORMAT`` (ply, obj, off or glb) and ``LABEL.json`` (metrics) into
+    ``out`` (default: ``fits/`` beside the checkpoint); LABEL is the mesh's shape id
+    (:func:`~shapes3d.data.shape_ids.shape_names`: ``<synset>/<id>`` for a ShapeNet mesh, written to
+    ``fits/<synset>/<id>.pt``), plus ``-depth``/``-crop`` for partial fits. ``bound``, ``safety``: the extraction
+    box and trust of :func:`extract_shape`.
     """
     from shapes3d.config import apply_overrides
     from shapes3d.data.shape_ids import shape_names
@@ -173,7 +174,7 @@ def fit(checkpoint: str | Path, mesh: str | Path, *, partial: str = "none", out:
     if ext.empty:
         result.reason = ext.reason
         return result
-    result.mesh_path = export_mesh(ext.mesh, _out(out, label, "ply"))
+    result.mesh_path = export_mesh(ext.mesh, _out(out, label, format))
     result.metrics = reconstruction_metrics(ext.mesh, gt, t)
     atomic_write_text(_out(out, label, "json"), json.dumps(result.metrics, indent=2))
     return result
@@ -196,12 +197,13 @@ class InterpolateResult:
 
 def interpolate(checkpoint: str | Path, a: str, b: str, *, steps: int = 5, mode: str = "slerp",
                 resolution: int = 96, out: str | Path | None = None, bound: float = 1.0,
-                safety: float = DEFAULT_SAFETY) -> InterpolateResult:
+                safety: float = DEFAULT_SAFETY, format: str = "ply") -> InterpolateResult:
     """Walk from code ``a`` to code ``b`` (training shape names or indices, or code files) in ``steps`` steps,
-    ``linear`` or ``slerp``; writes ``stepKK.ply`` per step with a surface and ``strip.png`` (one shaded view
-    per step) into ``out`` (default: ``interp-A-B/`` beside the checkpoint). Meshes stay in the decoder's frame."""
+    ``linear`` or ``slerp``; writes ``stepKK.FORMAT`` (ply, obj, off or glb) per step with a surface and
+    ``strip.png`` (one column per step, labelled with its weight w from a to b; :data:`INTERP_VIEWS` shaded views
+    per step as rows, at :data:`INTERP_SIZE` px) into ``out`` (default: ``interp-A-B/`` beside the checkpoint).
+    Meshes stay in the decoder's frame."""
     from shapes3d.geometry.export import export_mesh
-    from shapes3d.render.images import render_rows, write_sheet
 
     checkpoint = Path(checkpoint)
     model = load_deepsdf(checkpoint)
@@ -209,18 +211,40 @@ def interpolate(checkpoint: str | Path, a: str, b: str, *, steps: int = 5, mode:
     lb, zb, _ = shape_code(model, str(b))
     folder = f"interp-{la}-{lb}".replace("/", "_")
     out = Path(out) if out is not None else safe_child(checkpoint.parent, folder, what="shape names")
-    tiles, meshes = [], []
-    for k, z in enumerate(interpolate_codes(za, zb, steps, mode=mode)):
+    columns, meshes = [], []
+    for z in interpolate_codes(za, zb, steps, mode=mode):
         res = extract_shape(model.decoder, z, resolution=resolution, transform=None, bound=bound, safety=safety)
-        label = f"t={k / (steps - 1):.2f}"
-        if res.empty:
-            meshes.append(None)
-            tiles.append((label, np.ones((1, 96, 96))))
-            continue
-        meshes.append(export_mesh(res.mesh, out / f"step{k:02d}.ply"))
-        tiles.append((label, render_rows(res.mesh, views=1, elevations=[25.0], size=96, up="z", modes=["shaded"])[0]))
-    strip = write_sheet(tiles, out / "strip.png", cols=steps)
+        meshes.append(None if res.empty else export_mesh(res.mesh, out / f"step{len(meshes):02d}.{format}"))
+        columns.append(np.ones((INTERP_VIEWS, INTERP_SIZE, INTERP_SIZE)) if res.empty else _interp_views(res.mesh))
+    strip = _write_strip(columns, out / "strip.png", (la, lb), title=f"DeepSDF {mode} interpolation {la} -> {lb} "
+                                                                    f"({checkpoint.parent.name}/{checkpoint.name})")
     return InterpolateResult(out, strip, meshes, (la, lb))
+
+
+INTERP_VIEWS = 3  #: shaded views per interpolation step (rows of the strip)
+INTERP_SIZE = 128  #: pixels per view of the strip
+INTERP_ELEVATION = 25.0
+
+
+def _interp_views(mesh) -> np.ndarray:
+    from shapes3d.render.images import render_rows
+
+    return render_rows(mesh, views=INTERP_VIEWS, elevations=[INTERP_ELEVATION], size=INTERP_SIZE, up="z",
+                       modes=["shaded"])[0]
+
+
+def _write_strip(columns: list[np.ndarray], path: Path, labels: tuple[str, str], *, title: str) -> Path:
+    """Columns (V, H, W) per step -> a sheet with views as rows and steps as columns, labelled w = k / (n - 1)."""
+    from shapes3d.render.images import view_labels
+    from shapes3d.render.sheet import contact_sheet
+
+    n = len(columns)
+    weights = [k / max(n - 1, 1) for k in range(n)]
+    heads = [f"w={w:.2f}" + (f" ({labels[0]})" if k == 0 else f" ({labels[1]})" if k == n - 1 else "")
+             for k, w in enumerate(weights)]
+    tiles = np.stack([columns[k][v] for v in range(INTERP_VIEWS) for k in range(n)])
+    return contact_sheet(tiles, path, cols=n, col_labels=heads, title=title,
+                         row_labels=view_labels(INTERP_VIEWS, elevation=INTERP_ELEVATION))
 
 
 # ----------------------------------------------------------------------------- extract
@@ -246,7 +270,7 @@ def extract(checkpoint: str | Path, shapes: Sequence[str] = (), *, resolution: i
             mode: str = "coarse_to_fine", format: str = "ply", out: str | Path | None = None, bound: float = 1.0,
             safety: float = DEFAULT_SAFETY) -> ExtractResult:
     """Marching cubes of training shapes (ids, indices or source files; default all) or code files, mapped back to
-    their meshes' coordinates; writes ``LABEL.FORMAT`` (ply, obj or off; LABEL the shape id, so ShapeNet shapes go
+    their meshes' coordinates; writes ``LABEL.FORMAT`` (ply, obj, off or glb; LABEL the shape id, so ShapeNet shapes go
     to ``<synset>/<id>.ply``) into ``out`` (default: ``meshes/`` beside the checkpoint). A shape asked for twice is
     written once; two inputs with one label are an error before anything is written."""
     from shapes3d.geometry.export import export_mesh

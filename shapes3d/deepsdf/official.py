@@ -270,6 +270,10 @@ def export_official(checkpoint: str | Path, folder: str | Path) -> ExportResult:
     ``LatentCodes/latest.pth`` (plain dicts of tensors, loadable with ``torch.load``), and ``split.json`` (the
     training shapes in code order, ``TrainSplit`` of the specs) when the shape ids are ``<class>/<id>``."""
     model = load_deepsdf(checkpoint, device="cpu")
+    if model.config.model.pe_frequencies:
+        raise ConfigError(f"{checkpoint}: the decoder encodes xyz with {model.config.model.pe_frequencies} "
+                          "positional-encoding frequencies (model.pe_frequencies); the official DeepSDF decoder "
+                          "reads plain xyz, so this checkpoint cannot be exported")
     raw = load_checkpoint(checkpoint)
     epoch = int(raw.get("epoch", 0) or 0)
     folder = Path(folder)

@@ -6,13 +6,15 @@ samples per shape and runs :func:`train_step`. Everything random comes from one 
 (shape order), generators derived from (seed, epoch, shape) for the sample draws, and
 torch's global RNG (init, dropout); the states go into the checkpoint so that ``resume``
 continues exactly as an uninterrupted run would, also from the middle of an epoch. The
-learning rates are a pure function of the epoch (step decay), so no scheduler state.
+learning rates are a pure function of the epoch (step decay, or warm-up and cosine decay), so no
+scheduler state.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +43,7 @@ OBJECTIVE = sdf_objective  # the fit module imports this very object
 def build_decoder(cfg: DeepSDFConfig) -> SDFDecoder:
     m = cfg.model
     return SDFDecoder(latent_size=m.latent_size, hidden=m.hidden, layers=m.layers, skip_at=m.skip_at,
-                      dropout=m.dropout, weight_norm=m.weight_norm)
+                      dropout=m.dropout, weight_norm=m.weight_norm, pe_frequencies=m.pe_frequencies)
 
 
 def build_codes(cfg: DeepSDFConfig, n_shapes: int) -> LatentCodes | None:
@@ -59,9 +61,27 @@ def build_optimizer(cfg: DeepSDFConfig, decoder: SDFDecoder, codes: LatentCodes 
     return torch.optim.Adam(groups)
 
 
+def lr_multiplier(t: SDFTrainConfig, epoch: int) -> float:
+    """The factor on both initial learning rates in ``epoch`` (counted from 1), a pure function of it.
+
+    ``step`` (official): ``lr_factor ** (epoch // lr_interval)``. ``cosine``: after ``warmup_epochs``,
+    ``r + (1 - r) * (1 + cos(pi * p)) / 2`` with ``r = lr_min_ratio`` and ``p = (epoch - W - 1) / (epochs - W)``
+    (1 in the first epoch after the warm-up, never quite ``r``: the last epoch still learns). Warm-up (either
+    schedule): epoch ``e <= W`` runs at ``e / W`` of the schedule's value.
+    """
+    w = t.warmup_epochs
+    warm = min(1.0, epoch / w) if w > 0 else 1.0
+    if t.lr_schedule == "step":
+        return warm * t.lr_factor ** (epoch // t.lr_interval)
+    if epoch <= w:
+        return warm
+    p = (epoch - w - 1) / max(1, t.epochs - w)
+    return t.lr_min_ratio + (1.0 - t.lr_min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, p)))
+
+
 def set_learning_rates(opt: torch.optim.Optimizer, t: SDFTrainConfig, epoch: int) -> None:
-    """Official step decay: lr = initial * factor ** (epoch // interval), epochs counted from 1."""
-    decay = t.lr_factor ** (epoch // t.lr_interval)
+    """Both groups at their initial rate times :func:`lr_multiplier` (official step decay by default)."""
+    decay = lr_multiplier(t, epoch)
     for g in opt.param_groups:
         g["lr"] = (t.lr_decoder if g["name"] == "decoder" else t.lr_codes) * decay
 

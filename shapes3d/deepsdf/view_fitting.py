@@ -8,6 +8,7 @@ Losses: a silhouette loss (BCE or L2 on the soft silhouette), 1 - SSIM and a VGG
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -35,7 +36,7 @@ from shapes3d.pretrained import load_vgg
 from shapes3d.render.cameras import Camera
 from shapes3d.render.mesh import as_camera_list
 from shapes3d.render.sdf_render import SDFRenders
-from shapes3d.utils.progress import progress
+from shapes3d.utils.progress import format_duration, progress
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,10 @@ def _optimise_code(decoder: SDFDecoder, code: torch.Tensor, cams: list[Camera], 
     opt = torch.optim.Adam([code], lr=f.lr)
     history: list[dict] = []
     bar = progress(range(f.steps), desc=desc, unit="step")
+    start = time.perf_counter()
     for step in bar:
+        if step == 1:  # the first step is done: say what the rest will take
+            _announce_steps(desc, time.perf_counter() - start, f.steps)
         opt.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for g in groups:  # one group's graph at a time: backward before the next group renders
@@ -186,6 +190,11 @@ def _optimise_code(decoder: SDFDecoder, code: torch.Tensor, cams: list[Camera], 
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{history[-1]['total']:.4g}")
     return history
+
+
+def _announce_steps(desc: str, seconds: float, steps: int) -> None:
+    log.info("%s: %.3g s per step (measured on the first); about %s for all %d steps", desc, seconds,
+             format_duration(seconds * steps), steps)
 
 
 @torch.no_grad()

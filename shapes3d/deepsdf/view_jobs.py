@@ -34,6 +34,16 @@ _FIT_PANELS = {"loss": ["total"], "silhouette": ["silhouette"], "ssim": ["ssim_s
 _STYLE_PANELS = {"loss": ["total"], "style": ["style"], "preserve": ["preserve"]}
 
 
+SHEET_MIN_SIZE = 192  #: pixels per view of the before/after sheets (smaller renders are scaled up)
+
+
+def _view_heads(cfg: ViewsConfig, n: int) -> list[str] | None:
+    """Column names (azimuth, elevation) of the sheets' views, elevation-major as ``view_cameras``."""
+    r = cfg.render
+    heads = [f"az {k * 360.0 / r.views:g}\u00b0, el {e:g}\u00b0" for e in r.elevations for k in range(r.views)]
+    return heads if len(heads) == n else None
+
+
 def _write_config(cfg, out: Path) -> Path:
     from shapes3d.config import config_to_toml
 
@@ -97,14 +107,14 @@ def _fit_sheet_rows(targets, res: ViewsFitResult) -> list[LabelledRow]:
 
 
 def fit_views(checkpoint: str | Path, targets: str | Path, *, cfg: ViewsConfig, out: str | Path | None = None,
-              resolution: int = 96) -> FitViewsResult:
+              resolution: int = 96, format: str = "ply") -> FitViewsResult:
     """Fit a code (decoder frozen) so that its renders match ``targets``: a mesh (rendered from ``cfg.render``'s
     cameras after the training shapes' normalisation) or a targets folder (cameras.json + PNGs, as written into
     ``OUT/targets``). The label is the mesh's stem, or the targets folder's name (its parent's for ``targets``).
 
     Writes into ``out`` (default ``fit-views/LABEL`` beside the checkpoint): ``targets/`` (mesh targets only),
-    ``LABEL.pt``, ``sheet.png``, ``log.csv``, ``loss.png``, ``config.toml``, ``LABEL.ply`` and, for a mesh,
-    ``LABEL.json`` (metrics, loss, fit seconds).
+    ``LABEL.pt``, ``sheet.png``, ``log.csv``, ``loss.png``, ``config.toml``, ``LABEL.FORMAT`` (ply, obj, off or
+    glb) and, for a mesh, ``LABEL.json`` (metrics, loss, fit seconds).
     """
     from shapes3d.deepsdf.view_fitting import fit_code_to_views
     from shapes3d.deepsdf.view_targets import write_view_targets
@@ -123,15 +133,19 @@ def fit_views(checkpoint: str | Path, targets: str | Path, *, cfg: ViewsConfig, 
         write_view_targets(out / "targets", images, cams, t)
     code_path = save_code(safe_child(out, f"{label}.pt", what="target name"), res.code, t, loss=res.loss,
                           source=str(targets), partial="views")
-    sheet = write_sheet(_fit_sheet_rows(images, res), out / "sheet.png", title=f"{label}: target vs fitted")
-    write_step_log(res.history, out, title=f"fit-views {label}", panels=_FIT_PANELS)
+    sheet = write_sheet(_fit_sheet_rows(images, res), out / "sheet.png", min_size=SHEET_MIN_SIZE,
+                        col_labels=_view_heads(cfg, len(cams)),
+                        title=f"fit-views {label} ({checkpoint.parent.name}/{checkpoint.name}): target vs fitted, "
+                              f"{cfg.render.size} px renders shown at >= {SHEET_MIN_SIZE} px")
+    write_step_log(res.history, out, title=f"fit-views {label} ({checkpoint.parent.name}/{checkpoint.name})",
+                   panels=_FIT_PANELS)
     _write_config(cfg, out)
     result = FitViewsResult(label, res, len(cams), seconds, out, code_path, sheet)
     ext = extract_shape(model.decoder, res.code, resolution=resolution, transform=t)
     if ext.empty:
         result.reason = ext.reason
         return result
-    result.mesh_path = export_mesh(ext.mesh, safe_child(out, f"{label}.ply", what="target name"))
+    result.mesh_path = export_mesh(ext.mesh, safe_child(out, f"{label}.{format}", what="target name"))
     if mesh is not None:
         result.metrics = reconstruction_metrics(ext.mesh, mesh, t)
         atomic_write_text(safe_child(out, f"{label}.json", what="target name"),
@@ -158,13 +172,13 @@ class StylizeJobResult:
 
 
 def stylize(checkpoint: str | Path, shape: str, style, *, cfg: ViewsConfig, out: str | Path,
-            resolution: int = 96) -> StylizeJobResult:
+            resolution: int = 96, format: str = "ply") -> StylizeJobResult:
     """Give training shape (name or index) or code file ``shape`` the Gram statistics of ``style`` (an image path,
     ``skimage:NAME`` or numpy image) by optimising its code or a copy of the decoder (``cfg.style.optimise``).
 
     Writes into ``out``: ``sheet.png`` (before/after), ``log.csv``, ``loss.png``, ``config.toml``,
     ``LABEL-styled.pt`` (code file), ``LABEL-styled-model.pt`` (with ``optimise = "decoder"``: the checkpoint with
-    the tuned decoder, which every command reads) and ``LABEL-styled.ply``.
+    the tuned decoder, which every command reads) and ``LABEL-styled.FORMAT`` (ply, obj, off or glb).
     """
     from shapes3d.deepsdf.stylization import stylize_shape
     from shapes3d.deepsdf.views import view_cameras
@@ -184,8 +198,12 @@ def stylize(checkpoint: str | Path, shape: str, style, *, cfg: ViewsConfig, out:
     optimise = cfg.style.optimise
     rows = [row for name, renders in (("before", res.before), ("after", res.after))
             for row in label_rows(name, ("shaded", "normals"), sdf_images(renders, ["shaded", "normals"]))]
-    sheet = write_sheet(rows, out / "sheet.png", title=f"{label}: {optimise}")
-    write_step_log(res.history, out, title=f"style shape {label} ({optimise})", panels=_STYLE_PANELS)
+    sheet = write_sheet(rows, out / "sheet.png", min_size=SHEET_MIN_SIZE, col_labels=_view_heads(cfg, len(cams)),
+                        title=f"style shape {label} ({checkpoint.parent.name}/{checkpoint.name}, optimise "
+                              f"{optimise}): before vs after, {cfg.render.size} px renders shown at >= "
+                              f"{SHEET_MIN_SIZE} px")
+    write_step_log(res.history, out, title=f"style shape {label} ({checkpoint.parent.name}/{checkpoint.name}, "
+                                           f"optimise {optimise})", panels=_STYLE_PANELS)
     _write_config(cfg, out)
     code_path = save_code(safe_child(out, f"{label}-styled.pt", what="shape name"), res.code, t,
                           source=str(checkpoint), shape=label, style=str(style) if named else "<image>",
@@ -199,7 +217,7 @@ def stylize(checkpoint: str | Path, shape: str, style, *, cfg: ViewsConfig, out:
     if ext.empty:
         result.reason = ext.reason
         return result
-    result.mesh_path = export_mesh(ext.mesh, safe_child(out, f"{label}-styled.ply", what="shape name"))
+    result.mesh_path = export_mesh(ext.mesh, safe_child(out, f"{label}-styled.{format}", what="shape name"))
     return result
 
 

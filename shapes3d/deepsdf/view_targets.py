@@ -1,6 +1,9 @@
 """View targets on disk: the images a code is fitted to (``sdf fit-views``), with their cameras.
 
-A targets folder holds ``cameras.json`` and one PNG per view and kind (silhouette, shaded, normals).
+A targets folder holds ``cameras.json`` and one PNG per view and kind (silhouette, shaded, normals), plus the same
+cameras as a NeRF / Blender ``transforms.json`` (:mod:`shapes3d.render.nerf_transforms`; ``file_path`` the shaded
+image, ``mask_path`` the silhouette, ``normals_path`` the normals). A folder with only a ``transforms.json`` is read
+too: its frames' ``file_path`` images are the shaded targets and their ``mask_path`` images the silhouettes.
 """
 
 from __future__ import annotations
@@ -36,7 +39,33 @@ def write_view_targets(folder: Path, targets, cameras, transform=None) -> Path:
         entries.append(entry)
     doc = {"views": entries, "transform": None if transform is None else transform.to_dict()}
     atomic_write_text(folder / "cameras.json", json.dumps(doc, indent=1))
+    _write_transforms(folder, cameras, entries)
     return folder / "cameras.json"
+
+
+def _write_transforms(folder: Path, cameras, entries: list[dict]) -> None:
+    """The views' cameras as ``transforms.json`` (shaded image as ``file_path``, silhouette as ``mask_path``)."""
+    from shapes3d.render.nerf_transforms import TRANSFORMS_FILE, write_transforms
+
+    keys = {"silhouette": "mask_path", "normals": "normals_path"}
+    paths = [e.get("shaded", e.get("silhouette", e.get("normals"))) for e in entries]
+    extras = [{keys[k]: e[k] for k in keys if k in e} for e in entries]
+    write_transforms(folder / TRANSFORMS_FILE, cameras, paths, extras)
+
+
+def _views_from_transforms(path: Path):
+    """(cameras, views as in cameras.json) from a ``transforms.json``: file_path -> shaded (unless it is the
+    mask), mask_path -> silhouette, normals_path -> normals."""
+    from shapes3d.render.nerf_transforms import read_transforms
+
+    cams, frames = read_transforms(path)
+    views = []
+    for f in frames:
+        v = {"silhouette": f.get("mask_path"), "normals": f.get("normals_path")}
+        if f.get("file_path") not in (v["silhouette"], v["normals"]):
+            v["shaded"] = f["file_path"]
+        views.append({k: str(name) for k, name in v.items() if name is not None})
+    return cams, views
 
 
 def read_view_targets(folder: Path):
@@ -55,13 +84,18 @@ def read_view_targets(folder: Path):
     from shapes3d.geometry.normalize import Transform
     from shapes3d.render.cameras import Camera
 
-    index = folder / "cameras.json"
-    if not index.is_file():
-        raise MissingFileError(index, "file does not exist (a targets folder needs cameras.json)")
+    index, doc = folder / "cameras.json", {}
+    if not index.is_file() and (folder / "transforms.json").is_file():
+        index = folder / "transforms.json"
+        cams, views = _views_from_transforms(index)  # errors name the file
+    elif not index.is_file():
+        raise MissingFileError(index, "file does not exist (a targets folder needs cameras.json or transforms.json)")
     try:
-        doc = json.loads(index.read_text())
-        views = doc["views"]
-        cams = [Camera(**{k: tuple(v) if isinstance(v, list) else v for k, v in e["camera"].items()}) for e in views]
+        if index.name == "cameras.json":
+            doc = json.loads(index.read_text())
+            views = doc["views"]
+            cams = [Camera(**{k: tuple(v) if isinstance(v, list) else v for k, v in e["camera"].items()})
+                    for e in views]
         kinds = [k for k in TARGET_FILES if k in views[0]]
     except (ValueError, KeyError, TypeError, IndexError) as e:
         raise InputFileError(index, f"not a valid targets index ({type(e).__name__}: {e})") from None

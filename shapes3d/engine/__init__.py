@@ -35,6 +35,12 @@ __getattr__, __dir__, __all__ = lazy_face(__name__, {
     "plot_curves": "shapes3d.engine.plots",
     "plot_confusion": "shapes3d.engine.plots",
     "plot_filters": "shapes3d.engine.plots",
+    "curves_figure": "shapes3d.engine.plots",
+    "filters_figure": "shapes3d.engine.plots",
+    "confusion_figure": "shapes3d.engine.plots",
+    "log_ticks": "shapes3d.engine.plots",
     "plot_image_strip": "shapes3d.engine.plots",
     "write_step_log": "shapes3d.engine.plots",
+    # optional TensorBoard events beside log.csv (train.tensorboard)
+    "TensorBoardLog": "shapes3d.engine.tensorboard",
 })

@@ -26,6 +26,7 @@ import torch.distributed as tdist
 
 from shapes3d.errors import ConfigError
 from shapes3d.utils.device import pick_device
+from shapes3d.utils.ranks import env_rank
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,8 @@ def setup(device_request: str = "auto") -> Dist:
 
 
 def is_main_process() -> bool:
-    """True unless this is a torchrun rank other than 0 (for printing in CLIs)."""
-    return int(os.environ.get("RANK", "0")) == 0
+    """True unless this is a torchrun rank other than 0 (for printing in CLIs); see :mod:`shapes3d.utils.ranks`."""
+    return env_rank() == 0
 
 
 def interrupted_exit_code(signal_name: str) -> int:

@@ -12,7 +12,9 @@ A pipeline describes *what* one step, one epoch end and one checkpoint are with 
   the step finishes, the position is saved, :func:`fit` returns with ``interrupted`` set;
 * **cadence**: ``last.pt`` every ``checkpoint_steps`` steps within an epoch and every
   ``checkpoint_every`` epochs (and after the last epoch of the call); ``best.pt`` when
-  :meth:`Task.is_better`; with every ``last.pt`` at an epoch end, ``log.csv`` and ``curves.png``;
+  :meth:`Task.is_better`; with every ``last.pt`` at an epoch end, ``log.csv`` and ``curves.png``
+  (and, when the config's ``train.tensorboard`` is set, every epoch's row as TensorBoard scalars:
+  :mod:`shapes3d.engine.tensorboard`);
 * **ranks**: only rank 0 writes; per-epoch sums are added over ranks.
 
 A checkpoint is ``task.payload()`` plus the loop's keys ``epoch`` (epochs completed),
@@ -30,6 +32,7 @@ resume with a warning. A NaN or infinite loss or weight stops training with a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -46,6 +49,7 @@ from shapes3d.engine.distributed import Dist, StopFlag
 from shapes3d.engine.plots import plot_curves
 from shapes3d.engine.rng import rng_state, set_rng_state
 from shapes3d.engine.run_folder import architecture_changes, check_run_folder, identity_changes  # noqa: F401 (check_run_folder re-exported)
+from shapes3d.engine.tensorboard import open_tensorboard
 from shapes3d.errors import CheckpointError, DivergedError, RunFolderError
 from shapes3d.utils.io import atomic_write_csv, atomic_write_text, remove_stale_temporaries
 from shapes3d.utils.progress import progress
@@ -142,6 +146,7 @@ def fit(task: Task, out_dir: str | Path, *, dist: Dist, gen: torch.Generator, ep
         # A run folder has one writer: temp files of ours found at start are left by a killed run.
         remove_stale_temporaries(out, older_than_s=0)
     cfg_dict = config_to_dict(config) if config is not None else None
+    tb = open_tensorboard(out, config, is_main=dist.is_main)  # None unless train.tensorboard; fails if not installed
     identity = task.identity()
     state = _resume(last, task, gen, dist.device, cfg_dict, identity) if resume and last.exists() else _State()
     task.begin(dist)
@@ -159,7 +164,7 @@ def fit(task: Task, out_dir: str | Path, *, dist: Dist, gen: torch.Generator, ep
                                    "history": state.history, "position": position, "identity": identity})
 
     end = epochs if stop_after is None else min(epochs, state.start_epoch + stop_after - 1)
-    with StopFlag() as stop:
+    with StopFlag() as stop, tb or contextlib.nullcontext():
         for epoch in range(state.start_epoch, end + 1):
             task.begin_epoch(epoch)
             pos = state.take_position(epoch) or _Position.fresh(epoch, task.epoch_order(epoch, gen), task.sum_keys)
@@ -183,13 +188,16 @@ def fit(task: Task, out_dir: str | Path, *, dist: Dist, gen: torch.Generator, ep
                     save(last, epoch - 1, pos.snapshot())
             totals = dict(zip(pos.sums, dist.all_sum(list(pos.sums.values()))))
             state.history.append(task.end_epoch(epoch, totals, pos.elapsed))
+            if tb is not None:
+                tb.add_row(state.history[-1], epoch)  # the CSV's scalars, every epoch
             if task.is_better(state.history[-1]):
                 save(best, epoch, None)
             if epoch % checkpoint_every == 0 or epoch == end:
                 save(last, epoch, None)
                 if dist.is_main:
                     atomic_write_csv(out / "log.csv", state.history)
-                    plot_curves(task.curve_rows(state.history), out / "curves.png", title=task.curves_title)
+                    plot_curves(task.curve_rows(state.history), out / "curves.png",
+                                title=f"{task.curves_title}: run {out.resolve().name}")
     dist.barrier()
     return LoopResult(state.history, last, best)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from shapes3d.config import config_to_dict
 from shapes3d.engine.checkpoint import load_checkpoint
+from shapes3d.engine.tensorboard import require_tensorboard, tensorboard_requested
 from shapes3d.errors import RunFolderError
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,14 @@ def check_run_folder(out: str | Path, *, resume: bool, overwrite: bool = False, 
     * ``resume`` needs ``out/last.pt``; a finished run (``epoch >= epochs``, no in-epoch position) is a
       :class:`RunFolderError` saying so (raise ``train.epochs`` to train on);
     * ``resume`` with other values of ``architecture_keys`` in ``config`` than the checkpoint's config is a
-      :class:`RunFolderError` naming each (``model.hidden 128 -> 256``).
+      :class:`RunFolderError` naming each (``model.hidden 128 -> 256``);
+    * ``train.tensorboard`` in ``config`` without the tensorboard package is a one-line ``ConfigError``.
 
     Returns the checkpoint to resume from, or None for a fresh run.
     """
     out = Path(out)
+    if tensorboard_requested(config):
+        require_tensorboard()
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"{out}: --out is a file, expected a run folder")
     if resume and overwrite:

@@ -8,6 +8,12 @@ uncompressed size must equal what the declared points and fields take, and stay 
 :func:`~shapes3d.geometry.limits.max_uncompressed_bytes`), then decoded: large blocks by
 open3d's PCD reader (native LZF, ~30x faster than Python), small ones, and any block
 open3d refuses, by :func:`_lzf_decompress`, which also produces the precise error.
+
+Why the rest is not open3d's reader (``o3d.io.read_point_cloud``), measured with open3d 0.20: it reads
+``SIZE 8 TYPE F`` (float64) x/y/z as zeros, pads truncated ASCII data with zero points, and turns
+non-numeric ASCII tokens into 0, all without an error, while ours decodes float64 exactly and names
+the damage (``tests/test_interop.py`` keeps these cases). It also costs ~1.2 s to import, where the
+numpy decoders below need nothing; its native LZF is the one part worth that, so it is used there.
 """
 
 from __future__ import annotations

@@ -41,7 +41,12 @@ def sheet_cameras(*, views: int, elevations, size: int, up: str):
 
 
 def render_rows(mesh, *, views: int, elevations, size: int, up: str, modes) -> list[np.ndarray]:
-    """Normalise ``mesh`` into the unit sphere and render one (V, H, W[, 3]) row per mode."""
+    """Normalise ``mesh`` into the unit sphere and render one (V, H, W[, 3]) row per mode.
+
+    ``mesh`` may also be (N, 3) points: they are drawn as splats (:mod:`shapes3d.render.points`); having no
+    surface, their ``shaded`` and ``normals`` rows show depth-cued coverage."""
+    if isinstance(mesh, np.ndarray):
+        return _point_rows(mesh, views=views, elevations=elevations, size=size, up=up, modes=modes)
     from shapes3d.geometry.normalize import normalize
     from shapes3d.render.mesh import render_mesh
     from shapes3d.render.sheet import depth_to_image
@@ -54,6 +59,20 @@ def render_rows(mesh, *, views: int, elevations, size: int, up: str, modes) -> l
         "normals": np.where(r.silhouette[..., None], (r.normals + 1) / 2, 1.0),
         "silhouette": 1.0 - r.silhouette.astype(np.float64),
     }
+    return [images[m] for m in modes]
+
+
+def _point_rows(points: np.ndarray, *, views: int, elevations, size: int, up: str, modes) -> list[np.ndarray]:
+    from shapes3d.geometry.normalize import normalize
+    from shapes3d.render.points import render_points
+    from shapes3d.render.sheet import depth_to_image
+
+    unit, _ = normalize(points, mode="sphere", margin=0.0)
+    r = render_points(unit, sheet_cameras(views=views, elevations=elevations, size=size, up=up),
+                      radius=max(1, size // 96))
+    cued = depth_to_image(r.depth)
+    images = {"shaded": cued, "depth": cued, "normals": np.repeat(cued[..., None], 3, -1),
+              "silhouette": 1.0 - r.coverage.astype(np.float64)}
     return [images[m] for m in modes]
 
 
@@ -87,7 +106,7 @@ def render_code_rows(decoder, code, *, views: int, elevations, size: int, up: st
     with torch.no_grad():
         r = render_sdf(decoder.freeze(code), sheet_cameras(views=views, elevations=elevations, size=size, up=up),
                        near=CAMERA_DISTANCE - reach, far=CAMERA_DISTANCE + reach, silhouette_samples=16,
-                       device=device)
+                       device=device, announce=True)
     return sdf_images(r, modes)
 
 
@@ -154,15 +173,28 @@ def label_rows(name: str, modes: Sequence[str], rows: Sequence[np.ndarray]) -> l
 
 
 def write_sheet(rows: Sequence[LabelledRow], path: str | Path, *, cols: int | None = None,
-                title: str | None = None) -> Path:
+                title: str | None = None, col_labels: Sequence[str] | None = None,
+                min_size: int | None = None) -> Path:
     """Labelled rows -> one PNG contact sheet (grey rows as RGB), ``cols`` tiles per line (default: one line per
-    row, one column per view); each label captions its row's first image."""
+    row, one column per view). With one line per row the labels name the rows in a left margin, else each captions
+    its row's first image; ``col_labels`` name the columns; ``min_size`` scales smaller tiles up to it (pixels)."""
     from shapes3d.render.sheet import contact_sheet
 
     images = np.concatenate([np.repeat(r[..., None], 3, -1) if r.ndim == 3 else r for _, r in rows])
-    labels = [text for label, r in rows for text in [label] + [""] * (len(r) - 1)]
-    contact_sheet(images, path, cols=cols or len(rows[0][1]), labels=labels, title=title)
+    cols = cols or len(rows[0][1])
+    if all(len(r) == cols for _, r in rows):
+        contact_sheet(images, path, cols=cols, row_labels=[label for label, _ in rows], title=title,
+                      col_labels=col_labels, min_size=min_size)
+    else:
+        labels = [text for label, r in rows for text in [label] + [""] * (len(r) - 1)]
+        contact_sheet(images, path, cols=cols, labels=labels, title=title, col_labels=col_labels, min_size=min_size)
     return Path(path)
+
+
+def view_labels(views: int, *, elevation: float | None = None) -> list[str]:
+    """Column names of a sheet of ``views`` cameras evenly spaced in azimuth (as :func:`sheet_cameras`)."""
+    at = f", el {elevation:g}\u00b0" if elevation is not None else ""
+    return [f"az {k * 360.0 / views:g}\u00b0{at}" for k in range(views)]
 
 
 @dataclass
@@ -179,7 +211,8 @@ class SheetResult:
 def mesh_sheet(paths: Sequence[str | Path], out: str | Path, *, views: int = 6, elevations=(25.0,), size: int = 128,
                up: str = "z", modes: Sequence[str] = ("shaded",),
                other_rows: Callable[[Path], list[LabelledRow]] | None = None) -> SheetResult:
-    """A contact sheet of meshes (CPU ray casting), one row per input and mode, one column per view, as ``out``.
+    """A contact sheet of meshes (CPU ray casting), point clouds (splats) and voxel grids (``.npy``/``.npz``
+    occupancy (R, R, R), drawn as cubes), one row per input and mode, one column per view, as ``out``.
 
     Unreadable meshes are skipped (listed in the result). ``other_rows``: labelled rows for inputs that are not
     meshes (``.pt`` files, e.g. the shapes of a DeepSDF checkpoint), in input order. Rows are labelled by the
@@ -188,7 +221,7 @@ def mesh_sheet(paths: Sequence[str | Path], out: str | Path, *, views: int = 6, 
     Sizes are checked before anything is rendered.
     """
     from shapes3d.errors import Shapes3DError
-    from shapes3d.geometry.io import load_mesh
+    from shapes3d.render.multiview import load_renderable
     from shapes3d.utils.names import unique_names
     from shapes3d.utils.progress import progress
 
@@ -209,7 +242,7 @@ def mesh_sheet(paths: Sequence[str | Path], out: str | Path, *, views: int = 6, 
             rows += other_rows(path)
             continue
         try:
-            mesh = load_mesh(path)
+            mesh = load_renderable(path)  # meshes, point clouds (splats), voxel grids (.npy/.npz, as cubes)
         except Shapes3DError as e:
             skipped.append(str(e))
             continue
@@ -217,7 +250,9 @@ def mesh_sheet(paths: Sequence[str | Path], out: str | Path, *, views: int = 6, 
                                                     modes=modes))
     if not rows:
         raise Shapes3DError("nothing to render: every input was skipped" + "".join(f"\n  skipped: {r}" for r in skipped))
-    write_sheet(rows, out)
+    elevations = list(elevations)
+    heads = view_labels(views, elevation=elevations[0]) if len(elevations) == 1 and len(rows[0][1]) == views else None
+    write_sheet(rows, out, col_labels=heads)
     return SheetResult(Path(out), len(rows), len(rows[0][1]), skipped, len(paths))
 
 

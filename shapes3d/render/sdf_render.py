@@ -228,6 +228,44 @@ def _differentiable_hits(sdf_fn: SDFFn, o_h: torch.Tensor, d_h: torch.Tensor, t_
     return t_diff, g1 / g1.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+def evaluations_per_view(height: int, width: int, *, max_steps: int, silhouette_samples: int) -> int:
+    """At most this many ``sdf_fn`` points per view of :func:`render_sdf`: per pixel ``max_steps`` sphere-tracing
+    steps, the silhouette's samples and golden-section steps, and the two differentiable evaluations."""
+    return height * width * (max_steps + silhouette_samples + _REFINE_STEPS + 4)
+
+
+def _count(n: float) -> str:
+    """``950``, ``38.5k``, ``1.6M``: a count for people."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return f"{n:.3g}"
+
+
+def announce_render(sdf_fn: SDFFn, cams: Sequence[Camera], *, max_steps: int, silhouette_samples: int, chunk: int,
+                    device: torch.device, dtype: torch.dtype) -> float:
+    """Log, before a long render starts, its SDF evaluations per view and the time they take at the rate of one
+    timed chunk of ``sdf_fn`` (an upper bound: most rays stop early); returns the estimate in seconds."""
+    import time
+
+    from shapes3d.utils.progress import format_duration
+
+    per_view = evaluations_per_view(cams[0].height, cams[0].width, max_steps=max_steps,
+                                    silhouette_samples=silhouette_samples)
+    x = torch.zeros((min(chunk, per_view), 3), dtype=dtype, device=device)
+    with torch.no_grad():
+        _evaluate(sdf_fn, x[:64], chunk)  # warm-up: first calls pay for allocation and kernels
+        start = time.perf_counter()
+        _evaluate(sdf_fn, x, chunk)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        rate = x.shape[0] / max(time.perf_counter() - start, 1e-9)
+    seconds = per_view * len(cams) / rate
+    log.info("sdf render: %d views of %dx%d, up to %s SDF evaluations per view at %s per second: at most %s",
+             len(cams), cams[0].height, cams[0].width, _count(per_view), _count(rate), format_duration(seconds))
+    return seconds
+
+
 def render_sdf(
     sdf_fn: SDFFn,
     cameras: Camera | Sequence[Camera],
@@ -245,6 +283,7 @@ def render_sdf(
     chunk: int = 32768,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    announce: bool = False,
 ) -> SDFRenders:
     """Render ``sdf_fn`` (points (N, 3) -> SDF (N,), negative inside) from every camera.
 
@@ -255,7 +294,8 @@ def render_sdf(
     ``None`` for a headlight. ``chunk`` caps the points per ``sdf_fn`` call. ``device`` and
     ``dtype`` default to those of ``sdf_fn``'s first parameter when it is an
     ``nn.Module``, else CPU float32. The autograd graph spans every pixel: for large
-    images or many views, render in groups of views and backpropagate each.
+    images or many views, render in groups of views and backpropagate each. ``announce``:
+    first log the evaluations per view and an estimated time (:func:`announce_render`).
     """
     _check_options(sdf_fn, near=near, far=far, max_steps=max_steps, chunk=chunk, silhouette_samples=silhouette_samples,
                    eps=eps, bound=bound, soft_silhouette_sharpness=soft_silhouette_sharpness)
@@ -264,6 +304,9 @@ def render_sdf(
     check_shading(ambient, background)
     device, dtype = _infer_device_dtype(sdf_fn, device, dtype)
     need_graph = torch.is_grad_enabled()
+    if announce:
+        announce_render(sdf_fn, cams, max_steps=int(max_steps), silhouette_samples=int(silhouette_samples),
+                        chunk=int(chunk), device=torch.device(device), dtype=dtype)
 
     o_np, d_np = zip(*(c.rays() for c in cams))
     n_pix = cams[0].height * cams[0].width

@@ -32,6 +32,11 @@ class StyleConfig:
     tv_weight: float = option(0.0, "Weight of the total-variation regulariser (L1 form).")
     size: int = option(128, "Output size: the longer image side in pixels.")
     steps: int = option(100, "L-BFGS iterations.")
+    color: Literal["auto", "full", "luminance"] = option(
+        "auto", "Colour handling: full (optimise RGB), luminance (Gatys et al. 2016, 'Preserving color in neural "
+                "artistic style transfer': match the style on luminance only; a transfer keeps the content's "
+                "colours, a texture comes out grey), or auto (luminance when the style image is grey, R = G = B, "
+                "so a grey exemplar gives a grey result; else full).")
     init: str = option("noise", "Start from noise, or from the content image (transfer only): noise or content.")
     seed: int = option(0, "Seed of the noise initialisation.")
     device: str = option("auto", "auto (CUDA when present), cpu, or cuda[:N].")
@@ -43,6 +48,8 @@ class StyleConfig:
             raise ValueError(f"arch must be 'vgg16' or 'vgg19', got {self.arch!r}")
         if self.pool not in ("avg", "max"):
             raise ValueError(f"pool must be 'avg' or 'max', got {self.pool!r}")
+        if self.color not in ("auto", "full", "luminance"):
+            raise ValueError(f"color must be 'auto', 'full' or 'luminance', got {self.color!r}")
         if self.init not in ("noise", "content"):
             raise ValueError(f"init must be 'noise' or 'content', got {self.init!r}")
         if self.size < 16 or self.steps < 1:

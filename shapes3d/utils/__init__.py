@@ -15,4 +15,6 @@ __getattr__, __dir__, __all__ = lazy_face(__name__, {
     "data_root": "shapes3d.utils.io",
     "pick_device": "shapes3d.utils.device",
     "lazy_face": "shapes3d.utils.lazy",
+    "env_rank": "shapes3d.utils.ranks",
+    "is_main_process": "shapes3d.utils.ranks",
 })
