@@ -79,8 +79,9 @@ DATASETS = {
 }
 
 # Test-time prior correction (see _prior_corrected), chosen on validation mean-class accuracy.
-# ModelNet10's train split is chair/sofa/bed heavy while its test split is near-balanced.
-PRIOR_TAU = {"shrec11": 0.0, "modelnet10": 0.0, "modelnet40": 0.0}
+# ModelNet10's train split is chair/sofa/bed heavy while its test split is near-balanced. ModelNet40: tau 1 raised
+# validation mean class from 0.805 to 0.818 (overall 0.866 -> 0.850); its target is mean class.
+PRIOR_TAU = {"shrec11": 0.0, "modelnet10": 0.0, "modelnet40": 1.0}
 VAL_TAUS = (0, 0.5, 1)
 # Test-time voting over mirror images as well as rotations, chosen on validation.
 MIRROR_VOTE = {"shrec11": False, "modelnet10": False, "modelnet40": False}

@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {
         "command": cmd, "preset": args.preset, "overrides": overrides, "config": config_to_dict(cfg),
         "network": f"{m.layers} x {m.hidden}, latent {m.latent_size}, skip at {list(m.skip_at)}, "
-                   f"weight norm {m.weight_norm}, dropout {m.dropout}",
+                   f"weight norm {m.weight_norm}, dropout {m.dropout}"
+                   + (f", xyz positional encoding {m.pe_frequencies} frequencies" if m.pe_frequencies else ""),
         "metric_resolution": preset["metric_resolution"], "data_root": str(root),
         "shapes": [{k: (str(Path(v).relative_to(root)) if k == "path" else v) for k, v in s.items()} for s in shapes],
         "paper_chamfer_x1e3_shapenet": PAPER_CHAMFER_X1E3, "rows": [], "stage_seconds": {}, "stage_cpu_seconds": {}, "stages_done": [],

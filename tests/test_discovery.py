@@ -334,3 +334,14 @@ def test_real_modelnet40_clouds_match_their_index_and_class_list(real_data):
     assert (len(m.filter(split="train", class_name="airplane")), len(m.filter(split="test", class_name="desk"))) == (
         626, 86)
     assert triples(m) == triples(load_csv(root / "index.csv"))
+
+
+def test_a_root_holding_two_modelnet_sets_is_refused(tmp_path):
+    _modelnet40_like(tmp_path / "ModelNet40", {"bed": (1, 1)})
+    _modelnet40_like(tmp_path / "ModelNet10", {"bed": (1, 1)})
+    with pytest.raises(InputFileError) as e:
+        discover(tmp_path)
+    assert str(e.value).endswith("holds several ModelNet-layout data sets (ModelNet10/, ModelNet40/); give the "
+                                 "folder of one")
+    assert str(tmp_path) in str(e.value)
+    assert len(discover(tmp_path / "ModelNet10")) == 2

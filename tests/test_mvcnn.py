@@ -90,6 +90,85 @@ def test_mvcnn_checks_its_inputs():
         model.view_features(torch.zeros(1, 2, 1, 16, 16))
 
 
+def _naive_grid_max(fmap: torch.Tensor, k: int) -> torch.Tensor:
+    """Adaptive max pooling by loops: cell (i, j) spans rows floor(i h / k) .. ceil((i + 1) h / k) - 1 (and the
+    same for columns); the result is flattened channel-major (n, d * k * k)."""
+    n, d, h, w = fmap.shape
+    out = torch.empty(n, d, k, k)
+    for i in range(k):
+        r0, r1 = (i * h) // k, -((-(i + 1) * h) // k)
+        for j in range(k):
+            c0, c1 = (j * w) // k, -((-(j + 1) * w) // k)
+            out[:, :, i, j] = fmap[:, :, r0:r1, c0:c1].amax(dim=(-2, -1))
+    return out.reshape(n, d * k * k)
+
+
+@pytest.mark.parametrize("h, w", [(6, 6), (5, 4), (2, 2)])  # divisible, overlapping cells, fewer rows than k
+def test_grid_pooling_matches_a_naive_reference(h, w):
+    from shapes3d.models.mvcnn import SPATIAL_POOLS, spatial_pool, spatial_width
+
+    fmap = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(h * 10 + w))
+    for k in (2, 3):
+        got = spatial_pool(fmap, f"grid{k}")
+        assert got.shape == (2, 3 * k * k) and spatial_width(f"grid{k}") == k * k
+        assert torch.equal(got, _naive_grid_max(fmap, k))
+        # the cells cover the map: the max over a channel's cells is the global max
+        assert torch.equal(got.reshape(2, 3, k * k).amax(-1), spatial_pool(fmap, "max"))
+        if w > 2:  # the layout is kept: a left-right flip moves the cells (the global max does not see it)
+            assert not torch.equal(spatial_pool(fmap.flip(-1), f"grid{k}"), got)
+    assert torch.equal(spatial_pool(fmap.flip(-1), "max"), spatial_pool(fmap, "max"))
+    for how in SPATIAL_POOLS:
+        assert spatial_pool(fmap, how).shape == (2, 3 * spatial_width(how))
+    with pytest.raises(ValueError, match=r"spatial pooling must be one of \('max', 'avg', 'both', 'grid2', "
+                                         r"'grid3'\), got 'grid4'"):
+        spatial_pool(fmap, "grid4")
+
+
+class _TinyBackbone(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"t": torch.relu(self.conv(x))}
+
+
+def test_grid_pooled_views_keep_view_order_invariance():
+    torch.manual_seed(0)
+    model = MVCNN(5, 2 * 4 * 9, hidden=8, dropout=0.0, backbone=_TinyBackbone(), tap="t", spatial="grid3").eval()
+    views = torch.rand(2, 6, 2, 12, 12)  # 2 channels x 4 maps x 9 cells per view
+    with torch.no_grad():
+        f = model.view_features(views)
+        assert f.shape == (2, 6, 72)
+        perm = torch.randperm(6)
+        assert torch.equal(model(views), model(views[:, perm]))
+        assert torch.equal(model(views), model(torch.cat([views, views[:, :2]], dim=1)))
+        assert torch.allclose(model.view_logits(views)[:, 3], model(views[:, 3:4]), atol=1e-6)
+
+
+def test_grid_spatial_config_and_features():
+    from shapes3d.classify import config as classify_config
+    from shapes3d.classify.model import feature_dim
+    from shapes3d.classify.mvcnn_data import feature_extractor
+    from shapes3d.models.mvcnn import SPATIAL_POOLS
+
+    assert classify_config.SPATIAL_POOLS == SPATIAL_POOLS
+    base = ["model.mvcnn.weights=random", "model.mvcnn.views=2"]
+    grid = load_config(ClassifyConfig, "demo-mvcnn", overrides=[*base, "model.mvcnn.spatial=grid2"])
+    assert feature_dim(grid.model.mvcnn) == 256 * 4  # relu3_3: 256 channels x 4 cells
+    assert feature_dim(load_config(ClassifyConfig, "mvcnn-shrec11", overrides=[
+        "model.mvcnn.spatial=grid3", "model.mvcnn.channels=both"]).model.mvcnn) == 512 * 9 * 2
+    with pytest.raises(ConfigError, match="model.mvcnn.spatial"):
+        load_config(ClassifyConfig, "demo-mvcnn", overrides=["model.mvcnn.spatial=grid4"])
+    views = np.random.default_rng(0).integers(0, 256, (1, 2, 1, 32, 32), dtype=np.uint8)
+    ex_grid = feature_extractor(grid, "cpu")
+    ex_max = feature_extractor(load_config(ClassifyConfig, "demo-mvcnn", overrides=base), "cpu")
+    assert ex_grid.key_params() != ex_max.key_params()  # their features are cached apart
+    fg, fm = ex_grid(views), ex_max(views)
+    assert fg.shape == (1, 2, 1024) and fm.shape == (1, 2, 256)
+    np.testing.assert_allclose(fg.reshape(1, 2, 256, 4).max(-1), fm, rtol=1e-6)
+
+
 # ---------------------------------------------------------------- renders
 def test_splat_render_puts_depth_where_the_points_are():
     cam = Camera(position=(4.0, 0.0, 0.0), look_at=(0.0, 0.0, 0.0), up=(0, 0, 1), width=33, height=33)

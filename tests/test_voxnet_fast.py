@@ -133,3 +133,13 @@ def test_inference_in_chunks_equals_one_batch():
         chunked = m(x)
     assert chunked.shape == (2 * EVAL_CHUNK + 5, 4)
     assert torch.allclose(chunked, m.forward_reference(x), atol=1e-10)
+
+
+def test_dropout_on_bf16_and_non_contiguous_inputs():
+    torch.manual_seed(0)
+    x = torch.ones(300, 200, dtype=torch.bfloat16)
+    y = _dropout(x, 0.4, True)
+    assert y.dtype == torch.bfloat16
+    assert abs((y == 0).float().mean().item() - 0.4) < 0.01  # the mask is drawn in float32, then cast
+    t = torch.ones(200, 300).t()  # a transposed (non-contiguous) 2-D input
+    assert _dropout(t, 0.4, True).shape == (300, 200)

@@ -14,6 +14,7 @@ _BIG = 10**9  # a bound on counts that only catches typos and overflow (epochs, 
 
 MODEL_KINDS = ("voxnet", "mvcnn")
 VIEW_CHANNELS = ("shaded", "depth", "both")
+SPATIAL_POOLS = ("max", "avg", "both", "grid2", "grid3")  # = shapes3d.models.mvcnn.SPATIAL_POOLS (a test checks)
 _TAP = re.compile(r"(conv|relu)[1-5]_[1-4]|pool[1-5]")
 
 
@@ -34,7 +35,9 @@ class MVCNNConfig:
     arch: str = option("vgg16", "The shared VGG: vgg16 or vgg19.")
     tap: str = option("relu5_3", "VGG layer whose activations are the per-view features (e.g. relu4_3, relu5_3, "
                                  "pool5), pooled over the image as `spatial` says.")
-    spatial: str = option("max", "Pooling of the tap over the image: max, avg, or both (concatenated).")
+    spatial: str = option("max", "Pooling of the tap over the image: max, avg, both (concatenated), or grid2 / "
+                                 "grid3 (max over each cell of a 2x2 / 3x3 grid, keeping a coarse layout as "
+                                 "Su et al. do: 4x / 9x the features per view).")
     weights: str = option("auto", "VGG weights: auto (installed weights, see shapes3d info), a file, or random "
                                   "(a seeded untrained VGG, for tests).")
     frozen: bool = option(True, "Keep the VGG fixed and cache its features (false: fine-tune it on the views, "
@@ -51,8 +54,8 @@ class MVCNNConfig:
             raise ValueError(f"arch must be 'vgg16' or 'vgg19', got {self.arch!r}")
         if not _TAP.fullmatch(self.tap):
             raise ValueError(f"tap must name a VGG layer such as relu4_3, relu5_3 or pool5, got {self.tap!r}")
-        if self.spatial not in ("max", "avg", "both"):
-            raise ValueError(f"spatial must be 'max', 'avg' or 'both', got {self.spatial!r}")
+        if self.spatial not in SPATIAL_POOLS:
+            raise ValueError(f"spatial must be one of {', '.join(SPATIAL_POOLS)}, got {self.spatial!r}")
         if not self.weights:
             raise ValueError("weights must be 'auto', 'random' or a file path, got ''")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from shapes3d.classify.config import ClassifyConfig, MVCNNConfig
-from shapes3d.models.mvcnn import MVCNN
+from shapes3d.models.mvcnn import MVCNN, spatial_width
 from shapes3d.models.vgg import CFGS, VGGFeatures, tap_names
 from shapes3d.models.voxnet import VoxNet
 
@@ -22,7 +22,8 @@ def memory_format(cfg: ClassifyConfig) -> torch.memory_format:
 
 
 def feature_dim(m: MVCNNConfig) -> int:
-    """Width D of one view's features: the tap's channels, x2 for spatial = both, x the image channels."""
+    """Width D of one view's features: the tap's channels, x spatial_width (2 for both, k^2 for gridk), x the
+    image channels."""
     index = tap_names(m.arch).get(m.tap)
     if index is None:
         raise ValueError(f"model.mvcnn.tap={m.tap!r} is not a layer of {m.arch}")
@@ -33,7 +34,7 @@ def feature_dim(m: MVCNNConfig) -> int:
         if v != "M":
             channels = int(v)
         i += 1 if v == "M" else 2
-    return channels * (2 if m.spatial == "both" else 1) * (2 if m.channels == "both" else 1)
+    return channels * spatial_width(m.spatial) * (2 if m.channels == "both" else 1)
 
 
 def build_model(cfg: ClassifyConfig, n_classes: int, *, backbone: VGGFeatures | None = None) -> VoxNet | MVCNN:

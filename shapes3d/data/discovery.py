@@ -5,9 +5,10 @@ Four layouts are recognised:
 * ``modelnet``: ``root/<class>/<split>/<file>`` with ``<split>`` one of ``train``/``test``
   (ModelNet10/40, the MeshCNN SHREC'11 split, ModelNet point-cloud exports such as PointNet's
   ModelNet40 ``.npy`` clouds), also below one wrapper folder, ``root/ModelNet40/<class>/<split>/<file>``
-  (a root holding the data set's folder, as its archives unpack). A ``shape_names.txt`` beside the class
-  folders (PointNet's class list, one name a line) is checked against them: a listed class without files,
-  or a class folder it does not list, is logged as a warning.
+  (a root holding the data set's folder, as its archives and ``shapes3d data fetch`` unpack; a root
+  holding two such folders, or one beside class folders, is an error: their classes would merge).
+  A ``shape_names.txt`` beside the class folders (PointNet's class list, one name a line) is checked
+  against them: a listed class without files, or a class folder it does not list, is a warning.
 * ``shapenet``: ``root/<synset>/<model id>/models/<file>`` (ShapeNetCore v2) or
   ``root/<synset>/<model id>/<file>`` (v1); the class is the synset folder's name
   and the split is unknown (``""``): ShapeNet's splits ship as separate lists. With a ShapeNet
@@ -228,6 +229,16 @@ def _modelnet_entry(rel: PurePosixPath) -> tuple[str, str] | None:
     return None
 
 
+def _check_one_modelnet_set(root: Path, rels: list[PurePosixPath]) -> None:
+    """Refuse a root holding several ModelNet-layout sets (``ModelNet10/`` and ``ModelNet40/``, or one beside class
+    folders): their classes would merge. Wrapped files are those whose split folder is the third part."""
+    wrappers = sorted({r.parts[0] for r in rels if len(r.parts) == 4})
+    direct = any(len(r.parts) == 3 for r in rels)
+    if len(wrappers) + direct > 1:
+        found = ", ".join([*(f"{w}/" for w in wrappers), *(["class folders directly in it"] if direct else [])])
+        raise InputFileError(root, f"holds several ModelNet-layout data sets ({found}); give the folder of one")
+
+
 #: PointNet's ModelNet class list, kept beside the class folders.
 SHAPE_NAMES_FILE = "shape_names.txt"
 
@@ -330,6 +341,7 @@ def discover(
     if left_out:
         log.info("%s: %d shape files do not fit the %s layout and were left out", root, left_out, chosen)
     if chosen == "modelnet":
+        _check_one_modelnet_set(root, [rel for rel in files if _modelnet_entry(rel)])
         _check_shape_names(root, entries)
     log.info("%s: %d entries, %d classes, layout %s", root, len(entries), len({e.class_name for e in entries}), chosen)
     return Manifest(tuple(entries), root, chosen)

@@ -5,7 +5,8 @@ backbone whose outputs were cached) or, when built with a ``backbone``, the view
 in [0, 1] and runs the backbone on every view (fine-tuning). The backbone is any module mapping grey images
 replicated to RGB (B*V, 3, H, W) to ``{tap: (B*V, D_c, h, w)}`` (e.g. :class:`~shapes3d.models.vgg.VGGFeatures`);
 each of the C channels goes through it separately and the spatially pooled features of the channels are
-concatenated (D = C * D_c, or twice that with ``spatial="both"``).
+concatenated: D = C * D_c * :func:`spatial_width` (1 for a global max or mean, 2 for ``"both"``, k^2 for
+``"gridk"``, which keeps a coarse k x k layout of the map as Su et al. keep conv5's layout up to their fc layers).
 
 View pooling is a max over V, so the output is invariant to the order of the views, and a shape turned by a
 multiple of the view step gives the same prediction when its views are a cyclic shift of each other.
@@ -14,22 +15,37 @@ multiple of the view step gives the same prediction when its views are a cyclic 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MVCNN", "SPATIAL_POOLS", "spatial_pool"]
+__all__ = ["MVCNN", "SPATIAL_POOLS", "spatial_pool", "spatial_width"]
 
-SPATIAL_POOLS = ("max", "avg", "both")
+#: max / avg: global pooling over the image; both: the two concatenated; gridk: adaptive max pooling to a
+#: k x k grid of cells, flattened channel-major (feature c * k^2 + i * k + j is channel c in cell row i, col j).
+SPATIAL_POOLS = ("max", "avg", "both", "grid2", "grid3")
+
+
+def spatial_width(how: str) -> int:
+    """How many values per channel of the tap :func:`spatial_pool` keeps: 1, 2 for both, k^2 for gridk."""
+    if how not in SPATIAL_POOLS:
+        raise ValueError(f"spatial pooling must be one of {SPATIAL_POOLS}, got {how!r}")
+    if how.startswith("grid"):
+        return int(how[4:]) ** 2
+    return 2 if how == "both" else 1
 
 
 def spatial_pool(fmap: torch.Tensor, how: str) -> torch.Tensor:
-    """(N, D, h, w) -> (N, D) by global max or mean, or (N, 2D) both concatenated."""
+    """(N, D, h, w) -> (N, D * spatial_width(how)): global max or mean, both concatenated, or the adaptive max
+    over a k x k grid of cells (cell i spans rows floor(i h / k) .. ceil((i + 1) h / k) - 1; they overlap when
+    k does not divide h) flattened channel-major."""
+    spatial_width(how)  # checks the name
     if how == "max":
         return fmap.amax(dim=(-2, -1))
     if how == "avg":
         return fmap.mean(dim=(-2, -1))
     if how == "both":
         return torch.cat([fmap.amax(dim=(-2, -1)), fmap.mean(dim=(-2, -1))], dim=1)
-    raise ValueError(f"spatial pooling must be one of {SPATIAL_POOLS}, got {how!r}")
+    return F.adaptive_max_pool2d(fmap, int(how[4:])).flatten(1)
 
 
 class MVCNN(nn.Module):

@@ -207,12 +207,13 @@ def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     cut = round(p * levels)
     if cut == 0:
         return x
-    if not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last_3d):
+    if not x.is_contiguous() and not (x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d)):
         x = x.contiguous()
     n = x.numel()
     # int64 random_() fills 63 random bits: four 16-bit fields with their top bit masked off are uniform.
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()
-    u = words.view(torch.int16)[:n].bitwise_and(levels - 1).to(x.dtype)
-    # keep (u >= cut) as 0/1 floats: u is an integer, so clamp(u - cut + 1, 0, 1) is exact
-    keep = u.sub_(cut - 1).clamp_(0, 1).mul_(levels / (levels - cut))
+    u = words.view(torch.int16)[:n].bitwise_and(levels - 1).float()
+    # keep (u >= cut) as 0/1 floats: u is an integer below 2^15 (exact in float32), so clamp(u - cut + 1, 0, 1) is
+    # exact; cast to x's dtype (bf16 under autocast) only after
+    keep = u.sub_(cut - 1).clamp_(0, 1).mul_(levels / (levels - cut)).to(x.dtype)
     return x * keep.as_strided(x.shape, x.stride())
