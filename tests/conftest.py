@@ -42,3 +42,16 @@ def tiny_synth(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth")
     write_dataset(out, per_class=5, seed=0, families=("mug", "table", "ring"), test_fraction=0.2, resolution=32)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tiny steps: with the 2 cores shared, two intra-op threads made small
+    DeepSDF steps ~10x slower (threads wait for each other); one thread is steady. Use it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -25,14 +25,7 @@ from shapes3d.models.deepsdf import LatentCodes, SDFDecoder, _ReLUDropout, keep_
 CONFIG = "configs/deepsdf.toml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # With the 2 cores shared, two intra-op threads made these small steps ~10x slower
-    # (threads wait for each other); one thread is steady.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def sphere_points(n: int, radius: float, seed: int = 0) -> np.ndarray:

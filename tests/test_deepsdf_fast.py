@@ -17,13 +17,7 @@ from shapes3d.errors import ConfigError
 from shapes3d.geometry.conventions import sphere_sdf
 from shapes3d.models.deepsdf import SDFDecoder, layer_table, positional_encoding
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def sphere_data(radii=(0.3, 0.5)) -> SDFDataset:

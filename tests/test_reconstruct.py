@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import trimesh
 
 from shapes3d.cli.main import main
@@ -21,12 +20,7 @@ FIT = ["--set", "fit.iterations=25", "--set", "fit.restarts=2", "--set", "fit.sa
 FAST = ["--resolution", "24", "--points", "1500", *FIT]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,7 @@ SHRINK = ["model.hidden=64", "model.latent_size=16", "model.dropout=0.0", "train
           "samples.n_samples=8000", "samples.n_uniform=800", "train.device='cpu'"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls: threads only add overhead
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
