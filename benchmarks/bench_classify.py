@@ -241,7 +241,7 @@ def _test_only(args: argparse.Namespace, name: str, run_dir: Path, out: Path, ma
     _, ck_cfg, classes = load_classifier(best_path, device="cpu")  # the run's own data config and class order
     train_set, _ = build_voxel_set(manifest.filter(split="train").entries, ck_cfg.data, cache_dir=args.cache,
                                    classes=classes, workers=ck_cfg.train.workers, desc="voxelize train")
-    tr_idx, va_idx = stratified_split(train_set.labels, ck_cfg.train.val_fraction, seed=ck_cfg.train.seed)
+    tr_idx, va_idx = stratified_split(train_set.labels, ck_cfg.train.val_fraction, seed=ck_cfg.train.val_seed)
     prior = _train_prior(train_set.labels[tr_idx], len(classes))
     if "val_mirror_vote" not in metrics and len(va_idx):
         metrics.update(_evaluate_val(name, best_path, ck_cfg.train.device, train_set.subset(va_idx), prior,
@@ -278,7 +278,7 @@ def _ensemble(args: argparse.Namespace, manifest) -> int:
         classes = names
         train_set, _ = build_voxel_set(manifest.filter(split="train").entries, cfg.data, cache_dir=args.cache,
                                        classes=classes, workers=cfg.train.workers, desc="voxelize train")
-        tr_idx, va_idx = stratified_split(train_set.labels, cfg.train.val_fraction, seed=cfg.train.seed)
+        tr_idx, va_idx = stratified_split(train_set.labels, cfg.train.val_fraction, seed=cfg.train.val_seed)
         if va_labels is not None and not np.array_equal(train_set.labels[va_idx], va_labels):
             print(f"--ensemble: {best} was validated on a different split", file=sys.stderr)
             return 2
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     train_s = time.perf_counter() - t0
     hist = result.history
     best = max(hist, key=lambda r: r.get("val_acc", r["train_acc"]))
-    tr_idx, va_idx = stratified_split(train_set.labels, cfg.train.val_fraction, seed=cfg.train.seed)
+    tr_idx, va_idx = stratified_split(train_set.labels, cfg.train.val_fraction, seed=cfg.train.val_seed)
     n_train = len(tr_idx)
     train_rate = _timed_train_rate(cfg, train_set.grids, train_set.labels)
 

@@ -27,7 +27,7 @@ from shapes3d.data.voxel_dataset import stratified_split
 from shapes3d.engine.jobs import load_manifest, split_entries
 from shapes3d.utils.io import data_root
 
-DATASETS = {"shrec11": "shrec11_meshcnn", "modelnet10": "modelnet10_pcd1024"}
+DATASETS = {"shrec11": "shrec11_meshcnn", "modelnet10": "modelnet10_pcd1024", "modelnet40": "modelnet40_npy1024"}
 
 
 def _accuracies(p: np.ndarray, labels: np.ndarray, k: int) -> dict:
@@ -44,7 +44,7 @@ def _validation(run: Path, data: Path, cache: Path) -> dict:
     extractor = jobs._extractor(cfg, "cpu", model.feature_source)
     train_set, _ = jobs._build_set(entries, cfg, cache=cache, workers=1, desc="train", classes=classes,
                                    extractor=extractor)
-    _, va = stratified_split(train_set.labels, cfg.train.val_fraction, seed=cfg.train.seed)
+    _, va = stratified_split(train_set.labels, cfg.train.val_fraction, seed=cfg.train.val_seed)
     val = train_set.subset(va)
     p = predict_proba(model, val.grids, vote=False, device=torch.device("cpu"))
     return _accuracies(p, val.labels, len(classes))
@@ -53,6 +53,7 @@ def _validation(run: Path, data: Path, cache: Path) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dataset", choices=sorted(DATASETS))
+    ap.add_argument("--config", default=None, help="preset or TOML file (default mvcnn-<dataset>)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", type=Path, default=None, help="run folder (default runs/bench-mvcnn-<dataset>)")
     ap.add_argument("--cache", type=Path, default=Path("cache/mvcnn"))
@@ -61,13 +62,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     data = data_root() / DATASETS[args.dataset]
     out = args.out or Path("runs") / f"bench-mvcnn-{args.dataset}"
-    cfg = load_config(ClassifyConfig, f"mvcnn-{args.dataset}", overrides=args.set)
+    cfg = load_config(ClassifyConfig, args.config or f"mvcnn-{args.dataset}", overrides=args.set)
     t0 = time.perf_counter()
     res = jobs.train(cfg, data, out, cache=args.cache, overwrite=True)
     wall = time.perf_counter() - t0
     train_s = sum(h["seconds"] for h in res.history)
     n_fit = round(res.n_shapes * (1 - cfg.train.val_fraction))
-    row = {"dataset": args.dataset, "overrides": args.set, "n_train": res.n_shapes, "epochs": cfg.train.epochs,
+    row = {"dataset": args.dataset, "config": args.config or f"mvcnn-{args.dataset}", "overrides": args.set, "n_train": res.n_shapes, "epochs": cfg.train.epochs,
            "wall_seconds_train_job": wall, "head_training_seconds": train_s,
            "head_samples_per_second": cfg.train.epochs * n_fit / max(train_s, 1e-9),
            "preprocess_seconds": wall - train_s, "val": _validation(out, data, args.cache)}

@@ -105,7 +105,9 @@ class ClassifyTrainConfig:
     gamma: float = option(0.5, "Step schedule: multiply the learning rate by this.")
     label_smoothing: float = option(0.0, "Cross-entropy label smoothing.")
     val_fraction: float = option(0.1, "Fraction of each training class held out for validation (0: none).")
-    seed: int = option(0, "Seed of the split, initialisation, data order and augmentation.")
+    seed: int = option(0, "Seed of the initialisation, data order, augmentation and (unless split_seed) the split.")
+    split_seed: int = option(-1, "Seed of the validation split alone (-1: train.seed), so runs of several seeds "
+                                 "can be validated, and ensembled, on one split.")
     device: str = option("auto", "auto (CUDA when present), cpu, or cuda[:N].")
     workers: int = option(1, "Preprocessing worker processes for building the voxel cache.")
     precision: str = option("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or bf16.")
@@ -116,7 +118,8 @@ class ClassifyTrainConfig:
     def __post_init__(self) -> None:
         check_ranges(self, epochs=(1, _BIG), batch_size=(1, _BIG), lr=(0.0, None, True), weight_decay=(0.0, None),
                      step_epochs=(1, _BIG), gamma=(0.0, 1.0, True), label_smoothing=(0.0, 1.0, False, True),
-                     val_fraction=(0.0, 1.0, False, True), seed=(0, MAX_SEED), workers=(1, 1024),
+                     val_fraction=(0.0, 1.0, False, True), seed=(0, MAX_SEED), split_seed=(-1, MAX_SEED),
+                     workers=(1, 1024),
                      checkpoint_steps=(0, _BIG))
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
@@ -130,6 +133,11 @@ class ClassifyTrainConfig:
             raise ValueError(f"checkpoint_steps must be >= 0, got {self.checkpoint_steps}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    @property
+    def val_seed(self) -> int:
+        """The seed of the validation split: ``split_seed``, or ``seed`` when it is -1."""
+        return self.seed if self.split_seed < 0 else self.split_seed
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,8 @@ def _mvcnn_proba(model: MVCNN, inputs, *, device: torch.device, batch_size: int)
 def load_classifier(path: str | Path, *, device: str = "auto") -> tuple[VoxNet | MVCNN, ClassifyConfig, list[str]]:
     """A trained model (eval mode, on the device), its config and class names from a checkpoint.
 
-    A multi-view model carries ``feature_source`` (the identity of the VGG its features come from, as recorded in
+    The model carries ``train_class_counts`` (per class, the shapes it was fitted on; None in checkpoints written
+    before they were recorded), which the prior correction needs. A multi-view model also carries ``feature_source`` (the identity of the VGG its features come from, as recorded in
     the checkpoint), which the jobs check against the VGG they find.
     """
     ck = load_checkpoint(path)
@@ -76,6 +77,8 @@ def load_classifier(path: str | Path, *, device: str = "auto") -> tuple[VoxNet |
     cfg = config_from_dict(ClassifyConfig, ck["config"], source=f"{path} (config)")
     model = build_model(cfg, len(ck["classes"]))
     model.load_state_dict(ck["model"])
+    counts = ck.get("train_class_counts")  # checkpoints from before they were recorded have none
+    model.train_class_counts = [int(c) for c in counts] if counts is not None else None
     if isinstance(model, MVCNN):
         model.feature_source = ck.get("feature_source")
         if model.backbone is not None and model.feature_source:
@@ -84,44 +87,80 @@ def load_classifier(path: str | Path, *, device: str = "auto") -> tuple[VoxNet |
     return model.to(dev).eval(), cfg, list(ck["classes"])
 
 
-def evaluate(model: VoxNet, cfg: ClassifyConfig, test_set: VoxelSet, out_dir: str | Path, *,
-             vote: bool | None = None, mirror_vote: bool | None = None, device: str = "auto") -> dict:
-    """Overall and mean-class accuracy, per-class table, confusion matrix PNG and JSON in ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def member_proba(model: VoxNet | MVCNN, cfg: ClassifyConfig, data_set: VoxelSet, *, vote: bool | None = None,
+                 mirror_vote: bool | None = None) -> tuple[np.ndarray, dict]:
+    """Class probabilities (S, K) of one model on a data set, and how they were made (``vote``, ``rotations``, ...).
+
+    ``vote`` / ``mirror_vote`` default to the model's config; a multi-view model pools its views instead.
+    """
     vote = cfg.vote if vote is None else vote
     mirror_vote = cfg.mirror_vote if mirror_vote is None else mirror_vote
     if cfg.model.kind == "mvcnn":
         vote = mirror_vote = False  # the views are pooled inside the model: nothing to vote over
-    dev = next(model.parameters()).device if device == "auto" else pick_device(device)
-    t0 = time.perf_counter()
-    p = predict_proba(model, test_set.grids, vote=vote, device=dev, up_axis=cfg.data.up_axis, mirror_vote=mirror_vote)
-    seconds = time.perf_counter() - t0
-    pred = p.argmax(1)
-    conf = confusion_matrix(test_set.labels, pred, len(test_set.classes))
+    dev = next(model.parameters()).device
+    p = predict_proba(model, data_set.grids, vote=vote, device=dev, up_axis=cfg.data.up_axis, mirror_vote=mirror_vote)
+    how = {"model": cfg.model.kind, "vote": bool(vote),
+           "rotations": int(data_set.grids.shape[1]) if vote and cfg.model.kind == "voxnet" else 1,
+           **({"views": cfg.model.mvcnn.views} if cfg.model.kind == "mvcnn" else {}),
+           "mirror_vote": bool(mirror_vote)}
+    return p, how
+
+
+def prior_corrected(proba: np.ndarray, prior: np.ndarray, tau: float) -> np.ndarray:
+    """Probabilities divided by the training class frequencies ``prior`` to the power ``tau``, renormalised.
+
+    tau 1 is Bayes' rule for a test set with balanced classes when the model learnt the training mix; tau 0 leaves
+    ``proba`` as it is. A class absent from training keeps probability 0.
+    """
+    if not tau:
+        return proba
+    prior = np.asarray(prior, dtype=np.float64)
+    q = np.where(prior > 0, proba / np.where(prior > 0, prior, 1.0) ** tau, 0.0)
+    return q / np.maximum(q.sum(1, keepdims=True), 1e-300)
+
+
+def training_prior(counts: list[list[int]] | list[int]) -> np.ndarray:
+    """Class frequencies from the fitted split's class counts (several members' counts: the mean of their frequencies)."""
+    c = np.atleast_2d(np.asarray(counts, dtype=np.float64))
+    return (c / np.maximum(c.sum(1, keepdims=True), 1)).mean(0)
+
+
+def scores(proba: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
+    """Overall and mean-class accuracy, the per-class table and the confusion matrix of probabilities (S, K)."""
+    pred = proba.argmax(1)
+    conf = confusion_matrix(labels, pred, len(classes))
     support = conf.sum(1)
     per_class = {c: {"accuracy": float(conf[i, i] / support[i]) if support[i] else None, "support": int(support[i])}
-                 for i, c in enumerate(test_set.classes)}
+                 for i, c in enumerate(classes)}
     accs = [v["accuracy"] for v in per_class.values() if v["accuracy"] is not None]
-    result = {
-        "overall_accuracy": float((pred == test_set.labels).mean()),
-        "mean_class_accuracy": float(np.mean(accs)),
-        "n": int(len(test_set)),
-        "vote": bool(vote),
-        "rotations": int(test_set.grids.shape[1]) if vote and cfg.model.kind == "voxnet" else 1,
-        "model": cfg.model.kind,
-        **({"views": cfg.model.mvcnn.views} if cfg.model.kind == "mvcnn" else {}),
-        "mirror_vote": bool(mirror_vote),
-        "per_class": per_class,
-        "confusion": conf.tolist(),
-        "classes": list(test_set.classes),
-        "inference_shapes_per_second": float(len(test_set) / seconds),
-        "skipped": [[str(p), r] for p, r in test_set.skipped],
-    }
+    return {"overall_accuracy": float((pred == labels).mean()), "mean_class_accuracy": float(np.mean(accs)),
+            "n": int(len(labels)), "per_class": per_class, "confusion": conf.tolist()}
+
+
+def write_metrics(result: dict, classes: list[str], out_dir: str | Path) -> dict:
+    """``metrics.json`` and ``confusion.png`` of a result of :func:`scores` (plus run details) in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
-    plot_confusion(conf, test_set.classes, out / "confusion.png",
+    plot_confusion(np.asarray(result["confusion"]), classes, out / "confusion.png",
                    title=f"accuracy {result['overall_accuracy']:.3f} (mean class {result['mean_class_accuracy']:.3f})")
     return result
+
+
+def evaluate(model: VoxNet, cfg: ClassifyConfig, test_set: VoxelSet, out_dir: str | Path, *,
+             vote: bool | None = None, mirror_vote: bool | None = None, device: str = "auto") -> dict:
+    """Overall and mean-class accuracy, per-class table, confusion matrix PNG and JSON in ``out_dir``."""
+    if device != "auto":
+        model = model.to(pick_device(device))
+    t0 = time.perf_counter()
+    p, how = member_proba(model, cfg, test_set, vote=vote, mirror_vote=mirror_vote)
+    seconds = time.perf_counter() - t0
+    res = scores(p, test_set.labels, list(test_set.classes))
+    result = {**{k: res[k] for k in ("overall_accuracy", "mean_class_accuracy", "n")}, **how,
+              "per_class": res["per_class"], "confusion": res["confusion"], "classes": list(test_set.classes),
+              "inference_shapes_per_second": float(len(test_set) / seconds),
+              "skipped": [[str(q), r] for q, r in test_set.skipped]}
+    return write_metrics(result, list(test_set.classes), out_dir)
 
 
 def confusion_matrix(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:

@@ -9,9 +9,11 @@ manifest CSV; ``cache`` is the content-keyed voxel cache (default
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from shapes3d.config import load_config
 from shapes3d.data.cache import load_cached
 from shapes3d.data.preprocess import run_preprocess
 from shapes3d.data.tasks import VOXELS_VERSION, voxel_task
-from shapes3d.data.voxel_dataset import build_voxel_set
+from shapes3d.data.voxel_dataset import build_voxel_set, stratified_split
 from shapes3d.engine.distributed import main_process_first
 from shapes3d.engine.jobs import (
     MAX_WORKERS,
@@ -41,7 +43,7 @@ from shapes3d.engine.jobs import (
 )
 from shapes3d.engine.plots import plot_filters
 from shapes3d.engine.run_folder import check_run_folder
-from shapes3d.errors import MissingFileError, Shapes3DError
+from shapes3d.errors import CheckpointError, MissingFileError, Shapes3DError
 from shapes3d.utils.io import atomic_write_text
 from shapes3d.utils.progress import progress
 
@@ -143,26 +145,124 @@ class EvaluateResult:
         return self.out / "confusion.png"
 
 
-def evaluate(checkpoint: PathLike, data: PathLike, *, out: PathLike | None = None, split: str = "test",
-             cache: PathLike | None = None, vote: bool | None = None, mirror_vote: bool | None = None,
-             workers: int = 1) -> EvaluateResult:
-    """Accuracy, per-class table and confusion matrix of a checkpoint on the ``split`` of ``data``.
+#: ``split`` of :func:`evaluate` for the validation split the trainer carved from ``train`` (when the data set has
+#: no split of that name itself).
+VAL_SPLIT = "val"
 
-    Writes ``metrics.json`` and ``confusion.png`` into ``out`` (default: ``eval-SPLIT`` beside
-    the checkpoint). ``vote`` / ``mirror_vote`` default to the checkpoint's config; ``workers``
-    processes voxelize shapes missing from the cache.
+
+def evaluate(checkpoint: PathLike | Sequence[PathLike], data: PathLike, *, out: PathLike | None = None,
+             split: str = "test", cache: PathLike | Sequence[PathLike] | None = None, vote: bool | None = None,
+             mirror_vote: bool | None = None, workers: int = 1, prior_tau: float = 0.0) -> EvaluateResult:
+    """Accuracy, per-class table and confusion matrix of a checkpoint, or of an ensemble, on the ``split`` of ``data``.
+
+    Several checkpoints (VoxNet and multi-view models alike, trained on the same classes) are an ensemble: each
+    member makes its class probabilities its own way (rotation voting, view pooling) and the ensemble averages
+    them; ``metrics.json`` also holds each member's own figures on the same shapes. A shape some member could not
+    read is skipped for all. ``prior_tau`` divides the probabilities by the training class frequencies^tau (as
+    recorded in the checkpoints) before the argmax: a correction for a skewed training mix, 1 being Bayes' rule
+    for balanced test classes. ``split = "val"`` (on a data set without a split of that name) is the seeded
+    validation split the trainer carved from ``train``: choose members and ``prior_tau`` there, not on test.
+
+    Writes ``metrics.json`` and ``confusion.png`` into ``out`` (default: ``eval-SPLIT`` beside the first
+    checkpoint; with several members or a prior correction ``eval-SPLIT-ensemble<N>-<hash>`` / ``-tau<T>``, so
+    no evaluation overwrites another's). ``cache``: one folder for all members, or one per member.
+    ``vote`` / ``mirror_vote`` default to each checkpoint's config;
+    ``workers`` processes voxelize or render shapes missing from the cache.
     """
-    checkpoint = Path(checkpoint)
+    members = [Path(c) for c in _as_list(checkpoint)]
+    if not members:
+        raise Shapes3DError("evaluate: no checkpoint given")
+    caches = [cache] * len(members) if cache is None or isinstance(cache, (str, os.PathLike)) else list(cache)
+    if len(caches) != len(members):
+        raise Shapes3DError(f"evaluate: {len(caches)} caches for {len(members)} checkpoints (give one, or one per "
+                            "checkpoint)")
     check_int("workers", workers, 1, MAX_WORKERS)
-    out = Path(out) if out is not None else checkpoint.parent / f"eval-{split}"
+    if isinstance(prior_tau, bool) or not isinstance(prior_tau, (int, float)) or not 0 <= prior_tau <= 2:
+        raise Shapes3DError(f"--prior-tau: {prior_tau!r} is out of range [0, 2]")
+    out = Path(out) if out is not None else members[0].parent / _eval_folder_name(members, split, prior_tau)
     check_folder(out, "--out")
-    model, cfg, classes = evaluation.load_classifier(checkpoint)
-    entries = split_entries(load_manifest(data), split, data, fallback=False)
-    extractor = _extractor(cfg, next(model.parameters()).device, getattr(model, "feature_source", None), checkpoint)
-    test_set, _ = _build_set(entries, cfg, cache=cache, workers=workers, desc=split, classes=classes,
-                             extractor=extractor)
-    metrics = evaluation.evaluate(model, cfg, test_set, out, vote=vote, mirror_vote=mirror_vote)
-    return EvaluateResult(metrics, out, list(test_set.skipped))
+    manifest = load_manifest(data)
+    runs, classes, t0 = [], None, time.perf_counter()
+    for ck, member_cache in zip(members, caches):
+        model, cfg, names = evaluation.load_classifier(ck)
+        if classes is not None and names != classes:
+            raise CheckpointError(ck, f"its classes {names} differ from those of {members[0]} ({classes}); "
+                                      "an ensemble needs members trained on the same classes")
+        classes = names
+        if prior_tau and model.train_class_counts is None:
+            raise CheckpointError(ck, "records no training class counts (written before they were), so --prior-tau "
+                                      "cannot correct for them; evaluate it with --prior-tau 0")
+        data_set = _evaluation_set(ck, model, cfg, classes, manifest, data, split, member_cache, workers)
+        p, how = evaluation.member_proba(model, cfg, data_set, vote=vote, mirror_vote=mirror_vote)
+        runs.append((ck, model, data_set, p, how))
+    seconds = time.perf_counter() - t0
+    # the shapes every member evaluated, in the first member's order; a shape one member skipped is skipped for all
+    index = [{Path(q): i for i, q in enumerate(ds.paths)} for _, _, ds, _, _ in runs]
+    keep = [Path(q) for q in runs[0][2].paths if all(Path(q) in ix for ix in index)]
+    skipped = {Path(q): r for _, _, ds, _, _ in runs for q, r in ds.skipped}
+    kept = set(keep)
+    for (ck, _, _, _, _), ix in zip(runs, index):
+        for q in ix:
+            if q not in kept and q not in skipped:
+                skipped[q] = f"not evaluated: another member of the ensemble could not read it (beside {ck})"
+    if split == VAL_SPLIT:
+        for (ck, _, _, _, _), ix in zip(runs[1:], index[1:]):
+            if set(ix) != set(index[0]):
+                raise CheckpointError(ck, f"carved another validation split from train than {members[0]} "
+                                          "(train.split_seed, train.seed or train.val_fraction differ): choose an ensemble on one split")
+    if not keep:
+        raise Shapes3DError(f"{data}: no shape of split {split!r} could be evaluated by every member")
+    rows = [[ix[q] for q in keep] for ix in index]
+    labels = runs[0][2].labels[rows[0]]
+    for (ck, _, ds, _, _), r in zip(runs, rows):
+        if not np.array_equal(ds.labels[r], labels):
+            raise CheckpointError(ck, f"labels its shapes differently from {members[0]}")
+    member_p = [p[r] for (_, _, _, p, _), r in zip(runs, rows)]
+    prior = (evaluation.training_prior([m.train_class_counts for _, m, _, _, _ in runs]) if prior_tau else None)
+    proba = evaluation.prior_corrected(np.mean(member_p, axis=0), prior, prior_tau)
+    res = evaluation.scores(proba, labels, classes)
+    member_rows = []
+    for (ck, _, _, _, how), p in zip(runs, member_p):
+        own = evaluation.scores(evaluation.prior_corrected(p, prior, prior_tau), labels, classes)
+        member_rows.append({"checkpoint": str(ck), **how, "overall_accuracy": own["overall_accuracy"],
+                            "mean_class_accuracy": own["mean_class_accuracy"]})
+    single = len(runs) == 1
+    result = {**{k: res[k] for k in ("overall_accuracy", "mean_class_accuracy", "n")},
+              **(runs[0][4] if single else {"model": "ensemble"}),
+              "split": split, "prior_tau": float(prior_tau),
+              **({"prior": prior.tolist()} if prior is not None else {}),
+              "members": member_rows, "per_class": res["per_class"], "confusion": res["confusion"],
+              "classes": list(classes), "inference_shapes_per_second": float(len(labels) / max(seconds, 1e-9)),
+              "skipped": [[str(q), r] for q, r in skipped.items()]}
+    evaluation.write_metrics(result, list(classes), out)
+    return EvaluateResult(result, out, list(skipped.items()))
+
+
+def _eval_folder_name(members: list[Path], split: str, prior_tau: float) -> str:
+    name = f"eval-{split}"
+    if len(members) > 1:
+        key = hashlib.sha256("\n".join(str(m.resolve()) for m in members).encode()).hexdigest()[:8]
+        name += f"-ensemble{len(members)}-{key}"
+    return name + (f"-tau{prior_tau:g}" if prior_tau else "")
+
+
+def _evaluation_set(ck: Path, model, cfg: ClassifyConfig, classes: list[str], manifest, data: PathLike, split: str,
+                    cache: PathLike | None, workers: int):
+    """The model inputs of ``split`` (``val``: the validation split carved from ``train`` as the trainer did)."""
+    extractor = _extractor(cfg, next(model.parameters()).device, getattr(model, "feature_source", None), ck)
+    carved = split == VAL_SPLIT and not any(e.split == VAL_SPLIT for e in manifest.entries)
+    entries = split_entries(manifest, "train" if carved else split, data, fallback=carved)
+    data_set, _ = _build_set(entries, cfg, cache=cache, workers=workers, desc="train" if carved else split,
+                             classes=classes, extractor=extractor)
+    if carved:
+        if not cfg.train.val_fraction:
+            raise CheckpointError(ck, "was trained without a validation split (train.val_fraction = 0), so there "
+                                      f"is no {VAL_SPLIT!r} split to evaluate")
+        skipped = data_set.skipped
+        _, va = stratified_split(data_set.labels, cfg.train.val_fraction, seed=cfg.train.val_seed)
+        data_set = data_set.subset(va)
+        data_set.skipped = list(skipped)
+    return data_set
 
 
 @dataclass

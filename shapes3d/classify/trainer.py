@@ -104,7 +104,7 @@ class ClassifyTask(Task):
         self.cfg, self.dist, self.classes = cfg, dist, train_set.classes
         self.files = [str(p) for p in train_set.paths]
         self.sha256 = list(input_sha256) if input_sha256 is not None else input_hashes(train_set.paths)
-        tr_idx, va_idx = stratified_split(train_set.labels, t.val_fraction, seed=t.seed)
+        tr_idx, va_idx = stratified_split(train_set.labels, t.val_fraction, seed=t.val_seed)
         self.tr, self.va = train_set.subset(tr_idx), train_set.subset(va_idx)
         self.model = self.net = self.make_model()
         self.opt = _optimizer(cfg, self.model)
@@ -171,7 +171,8 @@ class ClassifyTask(Task):
     def payload(self) -> dict:
         return {"format": FORMAT, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "config": config_to_dict(self.cfg),
-                "classes": list(self.classes), "best_val_acc": self.best}
+                "classes": list(self.classes), "best_val_acc": self.best,
+                "train_class_counts": np.bincount(self.tr.labels, minlength=len(self.classes)).tolist()}
 
     def identity(self) -> dict:
         return {"what": "class list", "names": list(self.classes), "files": self.files, "sha256": self.sha256,

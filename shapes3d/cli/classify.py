@@ -10,6 +10,7 @@ from shapes3d.cli.common import (
     DEFAULT_CACHE,
     add_config_args,
     batch_exit,
+    float_range,
     examples,
     int_range,
     output_file,
@@ -56,16 +57,27 @@ def register(sub) -> None:
 
     e = csub.add_parser("evaluate", help="accuracy, per-class table and confusion matrix on the test split",
                         description="Evaluate a checkpoint on a dataset's test split with test-time voting over "
-                                    "the cached rotations; writes metrics.json and confusion.png.",
+                                    "the cached rotations (a multi-view model pools its views); writes "
+                                    "metrics.json and confusion.png. Several checkpoints are an ensemble: their "
+                                    "class probabilities are averaged.",
                         epilog=examples(
                             "shapes3d classify evaluate runs/voxnet/best.pt --data data/ModelNet10",
-                            "shapes3d classify evaluate runs/voxnet/best.pt --data data/ModelNet10 --mirror-vote"))
-    e.add_argument("checkpoint", type=Path, help="VoxNet checkpoint (from 'classify train')")
+                            "shapes3d classify evaluate runs/voxnet/best.pt --data data/ModelNet10 --mirror-vote",
+                            "shapes3d classify evaluate runs/voxnet/best.pt runs/mvcnn/best.pt --data data/ModelNet10 "
+                            "--split val --prior-tau 0.5"))
+    e.add_argument("checkpoint", type=Path, nargs="+",
+                   help="checkpoint(s) from 'classify train' (VoxNet or multi-view); several: an ensemble")
     e.add_argument("--data", required=True, type=Path, help="dataset folder or manifest CSV")
-    e.add_argument("--split", default="test", help="split to evaluate (default test)")
+    e.add_argument("--split", default="test",
+                   help="split to evaluate (default test; 'val': the validation split training carved from train, "
+                        "where ensembles and --prior-tau are chosen)")
+    e.add_argument("--prior-tau", type=float_range(0.0, 2.0), default=0.0, metavar="TAU",
+                   help="divide the probabilities by the training class frequencies^TAU before the argmax "
+                        "(1: Bayes' rule for balanced test classes; default 0: no correction)")
     e.add_argument("--out", type=output_folder, default=None, help="output folder (default: beside the checkpoint)")
-    e.add_argument("--cache", type=output_folder, default=DEFAULT_CACHE / "voxels",
-                   help="voxel cache folder, shared across runs (set $SHAPES3D_CACHE to move it)")
+    e.add_argument("--cache", type=output_folder, action="append", default=None, metavar="DIR",
+                   help="voxel (or view) cache folder, shared across runs; give it once per checkpoint for members "
+                        f"with their own caches (default {DEFAULT_CACHE / 'voxels'}; set $SHAPES3D_CACHE to move it)")
     e.add_argument("--workers", type=int_range(1, 1024), default=1,
                    help="processes voxelizing shapes missing from the cache (default 1)")
     vote = e.add_mutually_exclusive_group()
@@ -123,23 +135,39 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    require_inputs(args.checkpoint, args.data)
+    require_inputs(*args.checkpoint, args.data)
     from shapes3d.classify.jobs import evaluate
 
-    res = evaluate(args.checkpoint, args.data, out=args.out, split=args.split, cache=args.cache,
-                   vote=not args.no_vote, mirror_vote=True if args.mirror_vote else None, workers=args.workers)
+    caches = args.cache or [DEFAULT_CACHE / "voxels"]
+    res = evaluate(args.checkpoint, args.data, out=args.out, split=args.split,
+                   cache=caches[0] if len(caches) == 1 else caches,
+                   vote=not args.no_vote, mirror_vote=True if args.mirror_vote else None, workers=args.workers,
+                   prior_tau=args.prior_tau)
     m = res.metrics
     width = max(len(c) for c in m["classes"])
     print(f"{'class':<{width}}  accuracy  support")
     for c, v in m["per_class"].items():
         acc = "   -  " if v["accuracy"] is None else f"{v['accuracy']:.4f}"
         print(f"{c:<{width}}  {acc:>8}  {v['support']:>7}")
+    members = m["members"]
+    if len(members) > 1:
+        for r in members:
+            print(f"member {r['checkpoint']} ({_protocol(r)}): overall {r['overall_accuracy']:.4f}, "
+                  f"mean class {r['mean_class_accuracy']:.4f}")
+    how = _protocol(members[0]) if len(members) == 1 else f"ensemble of {len(members)}, probabilities averaged"
+    tau = f", prior tau {m['prior_tau']:g}" if m["prior_tau"] else ""
     print(f"overall accuracy {m['overall_accuracy']:.4f}, mean class accuracy {m['mean_class_accuracy']:.4f} "
-          f"({m['n']} shapes, " + (f"{m['views']} views pooled)" if m.get("model") == "mvcnn" else
-                                   f"voting over {m['rotations']} rotations)"))
+          f"({m['n']} shapes of split {m['split']}, {how}{tau})")
     print_skipped(res.skipped)
     print(f"results: {res.metrics_path}, {res.confusion_path}")
     return 0
+
+
+def _protocol(member: dict) -> str:
+    if member["model"] == "mvcnn":
+        return f"{member['views']} views pooled"
+    mirror = " and their mirror images" if member["mirror_vote"] else ""
+    return f"voting over {member['rotations']} rotations{mirror}" if member["vote"] else "no voting"
 
 
 def run_predict(args: argparse.Namespace) -> int:

@@ -1,0 +1,180 @@
+"""Evaluating ensembles of classifiers, the carved validation split and the training-prior correction:
+naive references for the averaging and the correction, the trainer's own validation figure, and exact errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from shapes3d.classify import jobs
+from shapes3d.classify.config import ClassifyConfig
+from shapes3d.classify.evaluation import load_classifier, predict_proba, prior_corrected, training_prior
+from shapes3d.cli.main import main
+from shapes3d.config import load_config
+from shapes3d.data.voxel_dataset import build_voxel_set, stratified_split
+from shapes3d.engine.checkpoint import load_checkpoint, save_checkpoint
+from shapes3d.engine.jobs import load_manifest, split_entries
+from shapes3d.errors import CheckpointError, Shapes3DError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# 4 training shapes per class: a 0.25 validation fraction holds out one per class
+_TINY = ["data.resolution=16", "data.object_size=12", "data.rotations=2", "train.epochs=2", "train.batch_size=4",
+         "train.device='cpu'", "train.val_fraction=0.25", "model.hidden=32"]
+
+
+def _cfg(*extra: str) -> ClassifyConfig:
+    return load_config(ClassifyConfig, None, overrides=[*_TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_synth, tmp_path_factory):
+    """Two VoxNet runs of different seeds validated on one split (split_seed 0), one voxel cache."""
+    root = tmp_path_factory.mktemp("ens")
+    cache = root / "cache"
+    for seed in (0, 1):
+        jobs.train(_cfg(f"train.seed={seed}", "train.split_seed=0"), tiny_synth, root / f"s{seed}", cache=cache)
+    return root, cache
+
+
+def test_prior_correction_matches_a_naive_reference():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(4), size=6)
+    prior = training_prior([[10, 30, 0, 60]])
+    assert np.allclose(prior, [0.1, 0.3, 0.0, 0.6])
+    for tau in (0.5, 1.0, 2.0):
+        got = prior_corrected(p, prior, tau)
+        for i in range(6):
+            want = [p[i, k] / prior[k] ** tau if prior[k] > 0 else 0.0 for k in range(4)]
+            assert np.allclose(got[i], np.array(want) / sum(want)), (tau, i)
+    assert prior_corrected(p, prior, 0.0) is p  # tau 0: untouched
+    assert np.allclose(prior_corrected(p, training_prior([[5, 5, 5, 5]]), 1.0), p)  # a balanced prior: no change
+    # several members: the mean of their frequencies
+    assert np.allclose(training_prior([[1, 3], [3, 1]]), [0.5, 0.5])
+
+
+def test_training_records_the_fitted_class_counts(two_runs):
+    root, _ = two_runs
+    ck = load_checkpoint(root / "s0" / "best.pt")
+    assert ck["train_class_counts"] == [3, 3, 3]  # 4 training shapes per class, one of each held out
+
+
+def test_val_split_is_the_one_training_chose_on(two_runs, tiny_synth, tmp_path):
+    root, cache = two_runs
+    res = jobs.evaluate(root / "s0" / "best.pt", tiny_synth, split="val", cache=cache, out=tmp_path / "v")
+    ck = load_checkpoint(root / "s0" / "best.pt")
+    assert res.metrics["n"] == 3 and res.metrics["split"] == "val"
+    assert res.metrics["overall_accuracy"] == pytest.approx(ck["best_val_acc"])  # the trainer's own figure
+    # the same three shapes the seeded split holds out
+    cfg = _cfg()
+    train_set, _ = build_voxel_set(split_entries(load_manifest(tiny_synth), "train", tiny_synth), cfg.data,
+                                   cache_dir=cache)
+    _, va = stratified_split(train_set.labels, 0.25, seed=0)
+    assert sorted(res.metrics["per_class"]) == ["mug", "ring", "table"]
+    assert [v["support"] for v in res.metrics["per_class"].values()] == [1, 1, 1] and len(va) == 3
+
+
+def test_ensemble_averages_the_members_probabilities(two_runs, tiny_synth, tmp_path):
+    root, cache = two_runs
+    a, b = root / "s0" / "best.pt", root / "s1" / "best.pt"
+    res = jobs.evaluate([a, b], tiny_synth, cache=cache)
+    assert res.out.parent == a.parent and res.out.name.startswith("eval-test-ensemble2-")
+    m = res.metrics
+    assert m["model"] == "ensemble" and [r["checkpoint"] for r in m["members"]] == [str(a), str(b)]
+    # reference: each member's voted probabilities, averaged, argmax
+    test_set, _ = build_voxel_set(split_entries(load_manifest(tiny_synth), "test", tiny_synth), _cfg().data,
+                                  cache_dir=cache, classes=["mug", "ring", "table"])
+    probs = []
+    for ck in (a, b):
+        model, cfg, _ = load_classifier(ck, device="cpu")
+        probs.append(predict_proba(model, test_set.grids, vote=True, device=torch.device("cpu")))
+    pred = np.mean(probs, axis=0).argmax(1)
+    conf = np.zeros((3, 3), dtype=int)
+    np.add.at(conf, (test_set.labels, pred), 1)
+    assert m["confusion"] == conf.tolist()
+    assert m["overall_accuracy"] == pytest.approx(float((pred == test_set.labels).mean()))
+    for r, p in zip(m["members"], probs):  # each member's own figure on the same shapes
+        assert r["overall_accuracy"] == pytest.approx(float((p.argmax(1) == test_set.labels).mean()))
+        assert r["model"] == "voxnet" and r["rotations"] == 2
+    # one member alone gives what a single evaluation gives
+    single = jobs.evaluate(a, tiny_synth, cache=cache, out=tmp_path / "one").metrics
+    assert single["model"] == "voxnet" and len(single["members"]) == 1
+    assert single["overall_accuracy"] == m["members"][0]["overall_accuracy"]
+    assert (res.out / "confusion.png").stat().st_size > 0
+
+
+def test_prior_tau_changes_the_folder_and_records_the_prior(two_runs, tiny_synth):
+    root, cache = two_runs
+    res = jobs.evaluate([root / "s0" / "best.pt", root / "s1" / "best.pt"], tiny_synth, cache=cache, prior_tau=1)
+    assert res.out.name.endswith("-tau1") and res.metrics["prior_tau"] == 1.0
+    assert res.metrics["prior"] == pytest.approx([1 / 3] * 3)
+
+
+def test_ensemble_errors_name_the_member(two_runs, tiny_synth, tmp_path):
+    root, cache = two_runs
+    a = root / "s0" / "best.pt"
+    # another validation split: seed 2 without split_seed carves its own
+    jobs.train(_cfg("train.seed=2"), tiny_synth, tmp_path / "s2", cache=cache)
+    with pytest.raises(CheckpointError, match=f"^{tmp_path / 's2' / 'best.pt'}: carved another validation split "
+                                              "from train than .*s0/best.pt"):
+        jobs.evaluate([a, tmp_path / "s2" / "best.pt"], tiny_synth, split="val", cache=cache, out=tmp_path / "e")
+    # other classes
+    ck = load_checkpoint(a)
+    save_checkpoint(tmp_path / "renamed.pt", {**ck, "classes": ["cup", "ring", "table"]})
+    with pytest.raises(CheckpointError, match=r"renamed.pt: its classes \['cup', 'ring', 'table'\] differ from "
+                                              r"those of .*s0/best.pt \(\['mug', 'ring', 'table'\]\)"):
+        jobs.evaluate([a, tmp_path / "renamed.pt"], tiny_synth, cache=cache, out=tmp_path / "e")
+    # a checkpoint from before the class counts were recorded
+    old = {k: v for k, v in ck.items() if k != "train_class_counts"}
+    save_checkpoint(tmp_path / "old.pt", old)
+    with pytest.raises(CheckpointError, match="old.pt: records no training class counts .*--prior-tau 0$"):
+        jobs.evaluate(tmp_path / "old.pt", tiny_synth, cache=cache, prior_tau=0.5, out=tmp_path / "e")
+    assert jobs.evaluate(tmp_path / "old.pt", tiny_synth, cache=cache, out=tmp_path / "e").metrics["n"] == 3
+    with pytest.raises(Shapes3DError, match=r"^--prior-tau: 3 is out of range \[0, 2\]$"):
+        jobs.evaluate(a, tiny_synth, cache=cache, prior_tau=3)
+    with pytest.raises(Shapes3DError, match="^evaluate: 1 caches for 2 checkpoints"):
+        jobs.evaluate([a, a], tiny_synth, cache=[cache])
+    # a carved split needs a validation fraction
+    jobs.train(_cfg("train.val_fraction=0.0", "train.epochs=1"), tiny_synth, tmp_path / "noval", cache=cache)
+    with pytest.raises(CheckpointError, match=r"noval/best.pt: was trained without a validation split"):
+        jobs.evaluate(tmp_path / "noval" / "best.pt", tiny_synth, split="val", cache=cache)
+
+
+def test_cli_ensemble_prints_members_and_protocol(two_runs, tiny_synth, tmp_path, capsys):
+    root, cache = two_runs
+    a, b = root / "s0" / "best.pt", root / "s1" / "best.pt"
+    capsys.readouterr()
+    assert main(["-q", "classify", "evaluate", str(a), str(b), "--data", str(tiny_synth), "--split", "val",
+                 "--prior-tau", "0.5", "--cache", str(cache), "--out", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert f"member {a} (voting over 2 rotations): overall " in out
+    assert "(3 shapes of split val, ensemble of 2, probabilities averaged, prior tau 0.5)" in out
+    m = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert m["split"] == "val" and m["prior_tau"] == 0.5 and len(m["members"]) == 2
+    # --cache once per member is accepted; twice for one checkpoint is an error naming the counts
+    assert main(["-q", "classify", "evaluate", str(a), str(b), "--data", str(tiny_synth), "--cache", str(cache),
+                 "--cache", str(cache), "--out", str(tmp_path / "cli2")]) == 0
+    capsys.readouterr()
+    assert main(["-q", "classify", "evaluate", str(a), "--data", str(tiny_synth), "--cache", str(cache),
+                 "--cache", str(cache)]) == 2
+    assert "evaluate: 2 caches for 1 checkpoints" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["-q", "classify", "evaluate", str(a), "--data", str(tiny_synth), "--prior-tau", "-1"])
+
+
+def test_voxnet_and_multiview_members_ensemble(two_runs, tiny_synth, tmp_path):
+    from tests.test_mvcnn import WEIGHTS
+
+    root, cache = two_runs
+    cfg = load_config(ClassifyConfig, "demo-mvcnn", overrides=[
+        "train.epochs=2", "train.batch_size=4", "model.mvcnn.views=3", "model.mvcnn.image_size=32",
+        f"model.mvcnn.weights={WEIGHTS}", "train.val_fraction=0.25", "train.split_seed=0", "train.device='cpu'"])
+    mv = jobs.train(cfg, tiny_synth, tmp_path / "mv", cache=tmp_path / "views")
+    res = jobs.evaluate([root / "s0" / "best.pt", mv.best_path], tiny_synth, split="val",
+                        cache=[cache, tmp_path / "views"], out=tmp_path / "mix")
+    m = res.metrics
+    assert [r["model"] for r in m["members"]] == ["voxnet", "mvcnn"] and m["n"] == 3
+    assert m["members"][1]["views"] == 3 and m["members"][1]["vote"] is False
