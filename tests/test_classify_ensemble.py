@@ -3,6 +3,7 @@ naive references for the averaging and the correction, the trainer's own validat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -178,3 +179,34 @@ def test_voxnet_and_multiview_members_ensemble(two_runs, tiny_synth, tmp_path):
     m = res.metrics
     assert [r["model"] for r in m["members"]] == ["voxnet", "mvcnn"] and m["n"] == 3
     assert m["members"][1]["views"] == 3 and m["members"][1]["vote"] is False
+
+
+def test_predict_with_an_ensemble_averages_and_skips_for_all(two_runs, tiny_synth, tmp_path, capsys):
+    root, cache = two_runs
+    a, b = root / "s0" / "best.pt", root / "s1" / "best.pt"
+    files = sorted((tiny_synth / "mug" / "test").glob("*.off"))
+    bad = tmp_path / "bad.off"
+    bad.write_text("OFF\n3 1 0\n0 0 0\n")
+    res = jobs.predict([a, b], [*files, bad], top_k=3, device="cpu", out=tmp_path / "p.json")
+    grids = [jobs.voxel_task(f, **dataclasses.asdict(_cfg().data))["occupancy"] for f in files]
+    want = []
+    for ck in (a, b):
+        model, cfg, _ = load_classifier(ck, device="cpu")
+        want.append(predict_proba(model, np.stack(grids), vote=True, device=torch.device("cpu")))
+    mean = np.mean(want, axis=0)
+    classes = ["mug", "ring", "table"]
+    for (path, top), p in zip(res.predictions, mean):
+        assert [c for c, _ in top] == [classes[i] for i in np.argsort(-p)]
+        assert [v for _, v in top] == pytest.approx(np.sort(p)[::-1].tolist(), abs=1e-6)
+    assert [p for p, _ in res.skipped] == [bad] and "truncated" in res.skipped[0][1]
+    saved = json.loads((tmp_path / "p.json").read_text())
+    assert saved["members"] == [str(a), str(b)] and saved["prior_tau"] == 0.0
+    # the prior correction with a balanced training mix leaves the probabilities as they are
+    res1 = jobs.predict([a, b], files, device="cpu", prior_tau=1.0)
+    assert [v for _, v in res1.predictions[0][1]] == pytest.approx([v for _, v in res.predictions[0][1]])
+    capsys.readouterr()
+    assert main(["-q", "classify", "predict", str(a), *map(str, files), "--ensemble", str(b), "--top-k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{files[0]}: {res.predictions[0][1][0][0]} ")
+    with pytest.raises(Shapes3DError, match="^--views-sheets takes one multi-view checkpoint, not an ensemble$"):
+        jobs.predict([a, b], files, views_sheets=tmp_path / "s")

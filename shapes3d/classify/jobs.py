@@ -177,8 +177,7 @@ def evaluate(checkpoint: PathLike | Sequence[PathLike], data: PathLike, *, out: 
         raise Shapes3DError(f"evaluate: {len(caches)} caches for {len(members)} checkpoints (give one, or one per "
                             "checkpoint)")
     check_int("workers", workers, 1, MAX_WORKERS)
-    if isinstance(prior_tau, bool) or not isinstance(prior_tau, (int, float)) or not 0 <= prior_tau <= 2:
-        raise Shapes3DError(f"--prior-tau: {prior_tau!r} is out of range [0, 2]")
+    _check_prior_tau(prior_tau)
     out = Path(out) if out is not None else members[0].parent / _eval_folder_name(members, split, prior_tau)
     check_folder(out, "--out")
     manifest = load_manifest(data)
@@ -277,18 +276,24 @@ class PredictResult:
     sheets: list[Path] = field(default_factory=list)  #: multi-view models with ``views_sheets``: one PNG per shape
 
 
-def predict(checkpoint: PathLike, paths: Sequence[PathLike] | PathLike, *, top_k: int = 3,
+def predict(checkpoint: PathLike | Sequence[PathLike], paths: Sequence[PathLike] | PathLike, *, top_k: int = 3,
             cache: PathLike | None = None, out: PathLike | None = None, device: str = "auto",
-            views_sheets: PathLike | None = None) -> PredictResult:
+            views_sheets: PathLike | None = None, prior_tau: float = 0.0) -> PredictResult:
     """Classify mesh and point-cloud files (folders: every such file below them, recursively).
 
     A batch job: a file that cannot be read or voxelized is reported in ``skipped`` and the
     others go on. The voxel grids are computed directly, or read from / written to ``cache``
-    when one is given. ``out`` also writes the predictions as JSON. ``views_sheets`` (multi-view checkpoints
-    only): a folder that gets, per predicted shape, a sheet of its views with the class each view alone predicts
+    when one is given. ``out`` also writes the predictions as JSON. Several checkpoints are an ensemble, as in
+    :func:`evaluate` (probabilities averaged; a file one member cannot read is skipped), and ``prior_tau``
+    corrects for the training class mix the same way. ``views_sheets`` (one multi-view checkpoint only): a
+    folder that gets, per predicted shape, a sheet of its views with the class each view alone predicts
     (:mod:`shapes3d.classify.mvcnn_views`).
     """
+    members = [Path(c) for c in _as_list(checkpoint)]
+    if not members:
+        raise Shapes3DError("predict: no checkpoint given")
     check_int("top_k", top_k, 1, None)
+    _check_prior_tau(prior_tau)
     json_path = Path(out) if out is not None else None
     if json_path is not None:
         check_file_path(json_path, "--json")
@@ -299,37 +304,65 @@ def predict(checkpoint: PathLike, paths: Sequence[PathLike] | PathLike, *, top_k
     files = expand_shape_paths(given)
     if not files:
         raise Shapes3DError(f"no mesh or point-cloud files in {', '.join(map(str, _as_list(paths)))}")
-    model, cfg, classes = evaluation.load_classifier(checkpoint, device=device)
+    loaded = [(ck, *evaluation.load_classifier(ck, device=device)) for ck in members]
+    classes = loaded[0][3]
+    for ck, model, _, names in loaded[1:]:
+        if names != classes:
+            raise CheckpointError(ck, f"its classes {names} differ from those of {members[0]} ({classes}); "
+                                      "an ensemble needs members trained on the same classes")
+    if prior_tau:
+        for ck, model, _, _ in loaded:
+            if model.train_class_counts is None:
+                raise CheckpointError(ck, "records no training class counts (written before they were), so "
+                                          "--prior-tau cannot correct for them; predict with --prior-tau 0")
     if views_sheets is not None:
-        if cfg.model.kind != "mvcnn":
-            raise Shapes3DError(f"{checkpoint}: --views-sheets needs a multi-view checkpoint (model.kind = 'mvcnn'), "
-                                f"this one is {cfg.model.kind!r}")
+        if len(members) > 1:
+            raise Shapes3DError("--views-sheets takes one multi-view checkpoint, not an ensemble")
+        if loaded[0][2].model.kind != "mvcnn":
+            raise Shapes3DError(f"{members[0]}: --views-sheets needs a multi-view checkpoint (model.kind = "
+                                f"'mvcnn'), this one is {loaded[0][2].model.kind!r}")
         check_folder(views_sheets, "--views-sheets")
-    dev = next(model.parameters()).device
     names = dict(zip(files, unique_names(files)))
-    grids_of = _predict_inputs(files, model, cfg, cache, checkpoint)
+    proba: dict[Path, list[np.ndarray]] = {}
+    reasons: dict[Path, str] = {}
+    for ck, model, cfg, _ in loaded:
+        dev = next(model.parameters()).device
+        for path, grids in _predict_inputs(files, model, cfg, cache, ck):
+            if isinstance(grids, str):
+                reasons.setdefault(path, grids)
+                continue
+            proba.setdefault(path, []).append(evaluation.predict_proba(
+                model, grids[None], vote=cfg.vote, device=dev, up_axis=cfg.data.up_axis,
+                mirror_vote=cfg.mirror_vote)[0])
+    prior = evaluation.training_prior([m.train_class_counts for _, m, _, _ in loaded]) if prior_tau else None
     predictions, skipped = [], []
-    for path, grids in grids_of:
-        if isinstance(grids, str):
-            skipped.append((path, grids))
+    for path in files:
+        if path in reasons or len(proba.get(path, ())) < len(members):
+            skipped.append((path, reasons.get(path, "not predicted by every member of the ensemble")))
             continue
-        p = evaluation.predict_proba(model, grids[None], vote=cfg.vote, device=dev, up_axis=cfg.data.up_axis,
-                                     mirror_vote=cfg.mirror_vote)[0]
+        p = evaluation.prior_corrected(np.mean(proba[path], axis=0)[None], prior, prior_tau)[0]
         order = np.argsort(-p)[:top_k]
         predictions.append((path, [(classes[i], float(p[i])) for i in order]))
     sheets = []
     if views_sheets is not None and predictions:
         from shapes3d.classify.mvcnn_views import evidence_sheets
 
+        ck, model, cfg, _ = loaded[0]
         done = [p for p, _ in predictions]
-        extractor = _extractor(cfg, dev, getattr(model, "feature_source", None), checkpoint)
+        extractor = _extractor(cfg, next(model.parameters()).device, getattr(model, "feature_source", None), ck)
         sheets = [e.sheet for e in evidence_sheets(model, cfg, classes, done, [names[p] for p in done],
                                                    views_sheets, extractor)]
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(
             {"predictions": [{"name": names[p], "path": str(p), "top": t} for p, t in predictions],
-             "skipped": [[str(p), r] for p, r in skipped], "inputs": len(files)}, indent=2))
+             "skipped": [[str(p), r] for p, r in skipped], "inputs": len(files),
+             "members": [str(m) for m in members], "prior_tau": float(prior_tau)}, indent=2))
     return PredictResult(predictions, skipped, json_path, len(files), [names[p] for p, _ in predictions], sheets)
+
+
+def _check_prior_tau(prior_tau) -> None:
+    if isinstance(prior_tau, bool) or not isinstance(prior_tau, (int, float)) or not 0 <= prior_tau <= 2:
+        raise Shapes3DError(f"--prior-tau: {prior_tau!r} is out of range [0, 2]")
 
 
 def _predict_inputs(files: list[Path], model, cfg: ClassifyConfig, cache: PathLike | None, checkpoint: PathLike):

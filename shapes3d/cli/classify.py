@@ -91,9 +91,15 @@ def register(sub) -> None:
                          description="Classify meshes or point clouds (files or folders, recursively).",
                          epilog=examples(
                              "shapes3d classify predict runs/voxnet/best.pt scans/chair.ply",
-                             "shapes3d classify predict runs/voxnet/best.pt scans/ --top-k 1 --json pred.json"))
-    pr.add_argument("checkpoint", type=Path, help="VoxNet checkpoint (from 'classify train')")
+                             "shapes3d classify predict runs/voxnet/best.pt scans/ --top-k 1 --json pred.json",
+                             "shapes3d classify predict runs/voxnet/best.pt scans/ --ensemble runs/mvcnn/best.pt"))
+    pr.add_argument("checkpoint", type=Path, help="checkpoint from 'classify train' (VoxNet or multi-view)")
     pr.add_argument("paths", nargs="+", type=Path, help="mesh or point-cloud files, or folders of them")
+    pr.add_argument("--ensemble", type=Path, action="append", default=[], metavar="CHECKPOINT",
+                    help="another checkpoint to average with (repeat for more; default: none, the one checkpoint)")
+    pr.add_argument("--prior-tau", type=float_range(0.0, 2.0), default=0.0, metavar="TAU",
+                    help="divide the probabilities by the training class frequencies^TAU (default 0: no "
+                         "correction; see 'classify evaluate')")
     pr.add_argument("--top-k", type=int_range(1, 1000), default=3, help="classes shown per input (default 3)")
     pr.add_argument("--json", type=output_file, default=None,
                     help="also write the predictions as JSON (default: print only)")
@@ -171,10 +177,11 @@ def _protocol(member: dict) -> str:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    require_inputs(args.checkpoint)
+    require_inputs(args.checkpoint, *args.ensemble)
     from shapes3d.classify.jobs import predict
 
-    res = predict(args.checkpoint, args.paths, top_k=args.top_k, out=args.json, views_sheets=args.views_sheets)
+    res = predict([args.checkpoint, *args.ensemble], args.paths, top_k=args.top_k, out=args.json,
+                  views_sheets=args.views_sheets, prior_tau=args.prior_tau)
     for path, top in res.predictions:
         print(f"{path}: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
     print_skipped(res.skipped)
