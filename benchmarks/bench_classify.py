@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from shapes3d.classify.config import ClassifyConfig
-from shapes3d.classify.evaluation import predict_proba
+from shapes3d.classify.evaluation import predict_proba, prior_corrected  # tau 0: untouched; renormalised
 from shapes3d.classify.model import build_model
 from shapes3d.classify.trainer import train, train_step
 from shapes3d.config import config_to_dict, load_config
@@ -78,7 +78,7 @@ DATASETS = {
                                           "train.epochs=14"]),
 }
 
-# Test-time prior correction (see _prior_corrected), chosen on validation mean-class accuracy.
+# Test-time prior correction (shapes3d.classify.evaluation.prior_corrected), chosen on validation mean-class accuracy.
 # ModelNet10's train split is chair/sofa/bed heavy while its test split is near-balanced. ModelNet40: tau 1 raised
 # validation mean class from 0.805 to 0.818 (overall 0.866 -> 0.850); its target is mean class.
 PRIOR_TAU = {"shrec11": 0.0, "modelnet10": 0.0, "modelnet40": 1.0}
@@ -131,15 +131,6 @@ def _train_prior(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return np.bincount(labels, minlength=n_classes) / len(labels)
 
 
-def _prior_corrected(proba: np.ndarray, prior: np.ndarray, tau: float) -> np.ndarray:
-    """Divide the voted probabilities by the training prior^tau (tau 1: Bayes rule for balanced classes).
-
-    ``prior`` is always the fitted split's class frequency; a model trained with
-    ``augment.balanced`` already saw classes equally often, so tau 0 is its natural choice.
-    """
-    return proba / prior**tau if tau else proba
-
-
 def _evaluate_test(name: str, best_path: Path, device: str, test_set, run_dir: Path, *, prior: np.ndarray,
                    tau: float, mirror_vote: bool = False) -> dict:
     """Test figures of the best-validation checkpoint, with the prior correction chosen on validation.
@@ -157,7 +148,7 @@ def _evaluate_test(name: str, best_path: Path, device: str, test_set, run_dir: P
     eval_s = time.perf_counter() - t0
     k = int(test_set.grids.shape[1]) if ck_cfg.vote else 1
     raw = _scores(proba, test_set.labels, list(test_set.classes))
-    res = _scores(_prior_corrected(proba, prior, tau), test_set.labels, list(test_set.classes))
+    res = _scores(prior_corrected(proba, prior, tau), test_set.labels, list(test_set.classes))
     out = run_dir / "eval-test"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps({"prior_tau": tau, "uncorrected": raw, **res}, indent=1))
@@ -198,14 +189,14 @@ def _evaluate_val(name: str, best_path: Path, device: str, val_set, prior: np.nd
     for mv in (not mirror_vote, mirror_vote):  # the requested setting last: its proba is used below
         proba = predict_proba(model, val_set.grids, vote=ck_cfg.vote, device=next(model.parameters()).device,
                               up_axis=ck_cfg.data.up_axis, mirror_vote=mv)
-        mirrored[str(mv)] = {str(t): _scores(_prior_corrected(proba, prior, t), val_set.labels, list(val_set.classes))
+        mirrored[str(mv)] = {str(t): _scores(prior_corrected(proba, prior, t), val_set.labels, list(val_set.classes))
                              for t in VAL_TAUS}
         for t, r in mirrored[str(mv)].items():
             print(f"{name}: validation, mirror vote {mv}, prior tau {t}: overall {r['overall_accuracy']:.4f}, "
                   f"mean class {r['mean_class_accuracy']:.4f}")
     out: dict = {}
     for tau in VAL_TAUS:
-        r = _scores(_prior_corrected(proba, prior, tau), val_set.labels, list(val_set.classes))
+        r = _scores(prior_corrected(proba, prior, tau), val_set.labels, list(val_set.classes))
         out[str(tau)] = r
         print(f"{name}: best checkpoint on validation, prior tau {tau}: overall {r['overall_accuracy']:.4f}, "
               f"mean class {r['mean_class_accuracy']:.4f} ({len(val_set)} shapes)")
@@ -296,13 +287,13 @@ def _ensemble(args: argparse.Namespace, manifest) -> int:
     metrics: dict = {"dataset": args.dataset, "members": members, "mirror_vote": args.mirror_vote, "val": {}}
     for i, p in [*((str(i), q) for i, q in enumerate(val_p)), ("ensemble", np.mean(val_p, axis=0))]:
         for tau in VAL_TAUS:
-            r = _scores(_prior_corrected(p, prior, tau), va_labels, classes)
+            r = _scores(prior_corrected(p, prior, tau), va_labels, classes)
             metrics["val"][f"{i} tau {tau}"] = {"overall": r["overall_accuracy"], "mean_class": r["mean_class_accuracy"]}
             print(f"{name}: validation, member {i}, prior tau {tau}: overall {r['overall_accuracy']:.4f}, "
                   f"mean class {r['mean_class_accuracy']:.4f}")
     if args.ensemble_test:
         raw = _scores(np.mean(test_p, axis=0), labels, classes)
-        res = _scores(_prior_corrected(np.mean(test_p, axis=0), prior, args.prior_tau), labels, classes)
+        res = _scores(prior_corrected(np.mean(test_p, axis=0), prior, args.prior_tau), labels, classes)
         metrics.update({"test_prior_tau": args.prior_tau, "test_overall_accuracy": res["overall_accuracy"],
                         "test_mean_class_accuracy": res["mean_class_accuracy"], "test_per_class": res["per_class"],
                         "test_confusion": res["confusion"], "test_uncorrected": raw})

@@ -343,7 +343,7 @@ def discover(
     if chosen == "modelnet":
         _check_one_modelnet_set(root, [rel for rel in files if _modelnet_entry(rel)])
         _check_shape_names(root, entries)
-    log.info("%s: %d entries, %d classes, layout %s", root, len(entries), len({e.class_name for e in entries}), chosen)
+    log.debug("%s: %d entries, %d classes, layout %s", root, len(entries), len({e.class_name for e in entries}), chosen)
     return Manifest(tuple(entries), root, chosen)
 
 
