@@ -129,6 +129,7 @@ def _config_classes():
             "style": (StyleConfig, None), "deepsdf": (DeepSDFConfig, None), "views": (ViewsConfig, None),
             "demo-voxnet": (ClassifyConfig, None), "demo-deepsdf": (DeepSDFConfig, None),
             "mvcnn-shrec11": (ClassifyConfig, None), "mvcnn-modelnet10": (ClassifyConfig, None),
+            "mvcnn-modelnet40": (ClassifyConfig, None),
             "demo-mvcnn": (ClassifyConfig, None),
             "deepsdf-fast": (DeepSDFConfig, None),
             "demo-style": (StyleConfig, None)}
