@@ -72,16 +72,17 @@ DATASETS = {
     # 41 epochs; 0.942 / 0.939 at 22), and a 256-unit hidden layer beat 128 (0.967 / 0.962).
     "modelnet10": ("modelnet10_pcd1024", ["data.up_axis=z", "data.point_dilation=1", "model.hidden=256",
                                           "train.epochs=41"]),
-    # ModelNet40 as 1024-point clouds (official split, z-up): ModelNet10's recipe carried over unchanged,
-    # not re-chosen on ModelNet40's validation; 14 epochs (~200 s each at load 5-6) fit an hour on the shared CPU.
+    # ModelNet40 as 1024-point clouds (official split, z-up): ModelNet10's recipe carried over; 30 epochs beat 14
+    # on validation (mean class 0.845 against 0.805 at tau 0; 0.847 against 0.818 at the best tau), and the prior
+    # correction tau 0.5 beat 0 and 1 there (0.847 / 0.845 / 0.842), so the preset evaluates with it.
     "modelnet40": ("modelnet40_npy1024", ["data.up_axis=z", "data.point_dilation=1", "model.hidden=256",
-                                          "train.epochs=14"]),
+                                          "train.epochs=30", "prior_tau=0.5"]),
 }
 
 # Test-time prior correction (shapes3d.classify.evaluation.prior_corrected), chosen on validation mean-class accuracy.
-# ModelNet10's train split is chair/sofa/bed heavy while its test split is near-balanced. ModelNet40: tau 1 raised
-# validation mean class from 0.805 to 0.818 (overall 0.866 -> 0.850); its target is mean class.
-PRIOR_TAU = {"shrec11": 0.0, "modelnet10": 0.0, "modelnet40": 1.0}
+# ModelNet10's train split is chair/sofa/bed heavy while its test split is near-balanced. ModelNet40 (30 epochs):
+# tau 0.5 gave validation mean class 0.847 against 0.845 (tau 0) and 0.842 (tau 1); its target is mean class.
+PRIOR_TAU = {"shrec11": 0.0, "modelnet10": 0.0, "modelnet40": 0.5}
 VAL_TAUS = (0, 0.5, 1)
 # Test-time voting over mirror images as well as rotations, chosen on validation.
 MIRROR_VOTE = {"shrec11": False, "modelnet10": False, "modelnet40": False}

@@ -112,6 +112,14 @@ def test_prior_tau_changes_the_folder_and_records_the_prior(two_runs, tiny_synth
     res = jobs.evaluate([root / "s0" / "best.pt", root / "s1" / "best.pt"], tiny_synth, cache=cache, prior_tau=1)
     assert res.out.name.endswith("-tau1") and res.metrics["prior_tau"] == 1.0
     assert res.metrics["prior"] == pytest.approx([1 / 3] * 3)
+    # the default is the checkpoint's config prior_tau (a preset can ship the protocol chosen on validation)
+    ck = load_checkpoint(root / "s0" / "best.pt")
+    save_checkpoint(root / "tau.pt", {**ck, "config": {**ck["config"], "prior_tau": 0.5}})
+    res = jobs.evaluate(root / "tau.pt", tiny_synth, cache=cache)
+    assert res.out.name == "eval-test-tau0.5" and res.metrics["prior_tau"] == 0.5
+    assert jobs.evaluate(root / "tau.pt", tiny_synth, cache=cache, prior_tau=0).out.name == "eval-test"
+    assert jobs.predict(root / "tau.pt", tiny_synth / "mug" / "test", out=root / "p.json").predictions
+    assert json.loads((root / "p.json").read_text())["prior_tau"] == 0.5
 
 
 def test_ensemble_errors_name_the_member(two_runs, tiny_synth, tmp_path):

@@ -150,8 +150,12 @@ class ClassifyConfig:
     train: ClassifyTrainConfig = option(doc="Optimisation.", factory=ClassifyTrainConfig)
     vote: bool = option(True, "Evaluate by averaging class probabilities over all cached rotations.")
     mirror_vote: bool = option(False, "Also average over each rotation's mirror image (twice the inference).")
+    prior_tau: float = option(0.0, "Evaluate and predict with the probabilities divided by the training class "
+                                   "frequencies^prior_tau (0: no correction; 1: Bayes' rule for balanced test "
+                                   "classes); choose it on the validation split.")
 
     def __post_init__(self) -> None:
+        check_ranges(self, prior_tau=(0.0, 2.0))
         if self.augment.translate > self.data.resolution // 2:
             raise ValueError(f"augment.translate={self.augment.translate} is out of range [0, "
                              f"{self.data.resolution // 2}] (half of data.resolution={self.data.resolution})")

@@ -152,7 +152,7 @@ VAL_SPLIT = "val"
 
 def evaluate(checkpoint: PathLike | Sequence[PathLike], data: PathLike, *, out: PathLike | None = None,
              split: str = "test", cache: PathLike | Sequence[PathLike] | None = None, vote: bool | None = None,
-             mirror_vote: bool | None = None, workers: int = 1, prior_tau: float = 0.0) -> EvaluateResult:
+             mirror_vote: bool | None = None, workers: int = 1, prior_tau: float | None = None) -> EvaluateResult:
     """Accuracy, per-class table and confusion matrix of a checkpoint, or of an ensemble, on the ``split`` of ``data``.
 
     Several checkpoints (VoxNet and multi-view models alike, trained on the same classes) are an ensemble: each
@@ -160,8 +160,9 @@ def evaluate(checkpoint: PathLike | Sequence[PathLike], data: PathLike, *, out: 
     them; ``metrics.json`` also holds each member's own figures on the same shapes. A shape some member could not
     read is skipped for all. ``prior_tau`` divides the probabilities by the training class frequencies^tau (as
     recorded in the checkpoints) before the argmax: a correction for a skewed training mix, 1 being Bayes' rule
-    for balanced test classes. ``split = "val"`` (on a data set without a split of that name) is the seeded
-    validation split the trainer carved from ``train``: choose members and ``prior_tau`` there, not on test.
+    for balanced test classes (default: the first checkpoint's config ``prior_tau``). ``split = "val"`` (on a
+    data set without a split of that name) is the seeded validation split the trainer carved from ``train``:
+    choose members and ``prior_tau`` there, not on test.
 
     Writes ``metrics.json`` and ``confusion.png`` into ``out`` (default: ``eval-SPLIT`` beside the first
     checkpoint; with several members or a prior correction ``eval-SPLIT-ensemble<N>-<hash>`` / ``-tau<T>``, so
@@ -177,13 +178,15 @@ def evaluate(checkpoint: PathLike | Sequence[PathLike], data: PathLike, *, out: 
         raise Shapes3DError(f"evaluate: {len(caches)} caches for {len(members)} checkpoints (give one, or one per "
                             "checkpoint)")
     check_int("workers", workers, 1, MAX_WORKERS)
-    _check_prior_tau(prior_tau)
+    if prior_tau is not None:
+        _check_prior_tau(prior_tau)
+    loaded = [(ck, *evaluation.load_classifier(ck)) for ck in members]
+    prior_tau = loaded[0][2].prior_tau if prior_tau is None else prior_tau
     out = Path(out) if out is not None else members[0].parent / _eval_folder_name(members, split, prior_tau)
     check_folder(out, "--out")
     manifest = load_manifest(data)
     runs, classes, t0 = [], None, time.perf_counter()
-    for ck, member_cache in zip(members, caches):
-        model, cfg, names = evaluation.load_classifier(ck)
+    for (ck, model, cfg, names), member_cache in zip(loaded, caches):
         if classes is not None and names != classes:
             raise CheckpointError(ck, f"its classes {names} differ from those of {members[0]} ({classes}); "
                                       "an ensemble needs members trained on the same classes")
@@ -278,14 +281,14 @@ class PredictResult:
 
 def predict(checkpoint: PathLike | Sequence[PathLike], paths: Sequence[PathLike] | PathLike, *, top_k: int = 3,
             cache: PathLike | None = None, out: PathLike | None = None, device: str = "auto",
-            views_sheets: PathLike | None = None, prior_tau: float = 0.0) -> PredictResult:
+            views_sheets: PathLike | None = None, prior_tau: float | None = None) -> PredictResult:
     """Classify mesh and point-cloud files (folders: every such file below them, recursively).
 
     A batch job: a file that cannot be read or voxelized is reported in ``skipped`` and the
     others go on. The voxel grids are computed directly, or read from / written to ``cache``
     when one is given. ``out`` also writes the predictions as JSON. Several checkpoints are an ensemble, as in
     :func:`evaluate` (probabilities averaged; a file one member cannot read is skipped), and ``prior_tau``
-    corrects for the training class mix the same way. ``views_sheets`` (one multi-view checkpoint only): a
+    corrects for the training class mix the same way (default: the first checkpoint's config). ``views_sheets`` (one multi-view checkpoint only): a
     folder that gets, per predicted shape, a sheet of its views with the class each view alone predicts
     (:mod:`shapes3d.classify.mvcnn_views`).
     """
@@ -293,7 +296,8 @@ def predict(checkpoint: PathLike | Sequence[PathLike], paths: Sequence[PathLike]
     if not members:
         raise Shapes3DError("predict: no checkpoint given")
     check_int("top_k", top_k, 1, None)
-    _check_prior_tau(prior_tau)
+    if prior_tau is not None:
+        _check_prior_tau(prior_tau)
     json_path = Path(out) if out is not None else None
     if json_path is not None:
         check_file_path(json_path, "--json")
@@ -306,6 +310,7 @@ def predict(checkpoint: PathLike | Sequence[PathLike], paths: Sequence[PathLike]
         raise Shapes3DError(f"no mesh or point-cloud files in {', '.join(map(str, _as_list(paths)))}")
     loaded = [(ck, *evaluation.load_classifier(ck, device=device)) for ck in members]
     classes = loaded[0][3]
+    prior_tau = loaded[0][2].prior_tau if prior_tau is None else prior_tau
     for ck, model, _, names in loaded[1:]:
         if names != classes:
             raise CheckpointError(ck, f"its classes {names} differ from those of {members[0]} ({classes}); "

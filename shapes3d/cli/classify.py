@@ -71,9 +71,9 @@ def register(sub) -> None:
     e.add_argument("--split", default="test",
                    help="split to evaluate (default test; 'val': the validation split training carved from train, "
                         "where ensembles and --prior-tau are chosen)")
-    e.add_argument("--prior-tau", type=float_range(0.0, 2.0), default=0.0, metavar="TAU",
+    e.add_argument("--prior-tau", type=float_range(0.0, 2.0), default=None, metavar="TAU",
                    help="divide the probabilities by the training class frequencies^TAU before the argmax "
-                        "(1: Bayes' rule for balanced test classes; default 0: no correction)")
+                        "(0: none; 1: Bayes' rule for balanced test classes; default: the checkpoint's prior_tau)")
     e.add_argument("--out", type=output_folder, default=None, help="output folder (default: beside the checkpoint)")
     e.add_argument("--cache", type=output_folder, action="append", default=None, metavar="DIR",
                    help="voxel (or view) cache folder, shared across runs; give it once per checkpoint for members "
@@ -97,9 +97,9 @@ def register(sub) -> None:
     pr.add_argument("paths", nargs="+", type=Path, help="mesh or point-cloud files, or folders of them")
     pr.add_argument("--ensemble", type=Path, action="append", default=[], metavar="CHECKPOINT",
                     help="another checkpoint to average with (repeat for more; default: none, the one checkpoint)")
-    pr.add_argument("--prior-tau", type=float_range(0.0, 2.0), default=0.0, metavar="TAU",
-                    help="divide the probabilities by the training class frequencies^TAU (default 0: no "
-                         "correction; see 'classify evaluate')")
+    pr.add_argument("--prior-tau", type=float_range(0.0, 2.0), default=None, metavar="TAU",
+                    help="divide the probabilities by the training class frequencies^TAU (default: the "
+                         "checkpoint's prior_tau; see 'classify evaluate')")
     pr.add_argument("--top-k", type=int_range(1, 1000), default=3, help="classes shown per input (default 3)")
     pr.add_argument("--json", type=output_file, default=None,
                     help="also write the predictions as JSON (default: print only)")
