@@ -40,6 +40,7 @@ import torch
 
 from shapes3d.classify.config import ClassifyConfig
 from shapes3d.classify.evaluation import predict_proba, prior_corrected  # tau 0: untouched; renormalised
+from shapes3d.classify.jobs import validation_mix
 from shapes3d.classify.model import build_model
 from shapes3d.classify.trainer import train, train_step
 from shapes3d.config import config_to_dict, load_config
@@ -173,6 +174,12 @@ def _evaluate_test(name: str, best_path: Path, device: str, test_set, run_dir: P
     }
 
 
+def _carve(train_set, cfg: ClassifyConfig, manifest) -> tuple[np.ndarray, np.ndarray]:
+    """The (fit, validation) indices the trainer carves from ``train_set`` (``train.val_mix`` included)."""
+    return stratified_split(train_set.labels, cfg.train.val_fraction, seed=cfg.train.val_seed,
+                            mix=validation_mix(cfg, manifest, list(train_set.classes)))
+
+
 def _test_mix(manifest, classes: list[str]) -> np.ndarray:
     """Class frequencies of the test split (from the folder counts only, no predictions)."""
     counts = np.array([len(manifest.filter(split="test", class_name=c)) for c in classes], dtype=np.float64)
@@ -233,7 +240,7 @@ def _test_only(args: argparse.Namespace, name: str, run_dir: Path, out: Path, ma
     _, ck_cfg, classes = load_classifier(best_path, device="cpu")  # the run's own data config and class order
     train_set, _ = build_voxel_set(manifest.filter(split="train").entries, ck_cfg.data, cache_dir=args.cache,
                                    classes=classes, workers=ck_cfg.train.workers, desc="voxelize train")
-    tr_idx, va_idx = stratified_split(train_set.labels, ck_cfg.train.val_fraction, seed=ck_cfg.train.val_seed)
+    tr_idx, va_idx = _carve(train_set, ck_cfg, manifest)
     prior = _train_prior(train_set.labels[tr_idx], len(classes))
     if "val_mirror_vote" not in metrics and len(va_idx):
         metrics.update(_evaluate_val(name, best_path, ck_cfg.train.device, train_set.subset(va_idx), prior,
@@ -270,7 +277,7 @@ def _ensemble(args: argparse.Namespace, manifest) -> int:
         classes = names
         train_set, _ = build_voxel_set(manifest.filter(split="train").entries, cfg.data, cache_dir=args.cache,
                                        classes=classes, workers=cfg.train.workers, desc="voxelize train")
-        tr_idx, va_idx = stratified_split(train_set.labels, cfg.train.val_fraction, seed=cfg.train.val_seed)
+        tr_idx, va_idx = _carve(train_set, cfg, manifest)
         if va_labels is not None and not np.array_equal(train_set.labels[va_idx], va_labels):
             print(f"--ensemble: {best} was validated on a different split", file=sys.stderr)
             return 2
@@ -365,11 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     cache_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    result = train(cfg, train_set, run_dir)
+    result = train(cfg, train_set, run_dir, val_mix=validation_mix(cfg, manifest, list(train_set.classes)))
     train_s = time.perf_counter() - t0
     hist = result.history
     best = max(hist, key=lambda r: r.get("val_acc", r["train_acc"]))
-    tr_idx, va_idx = stratified_split(train_set.labels, cfg.train.val_fraction, seed=cfg.train.val_seed)
+    tr_idx, va_idx = _carve(train_set, cfg, manifest)
     n_train = len(tr_idx)
     train_rate = _timed_train_rate(cfg, train_set.grids, train_set.labels)
 

@@ -44,7 +44,8 @@ def _validation(run: Path, data: Path, cache: Path) -> dict:
     extractor = jobs._extractor(cfg, "cpu", model.feature_source)
     train_set, _ = jobs._build_set(entries, cfg, cache=cache, workers=1, desc="train", classes=classes,
                                    extractor=extractor)
-    _, va = stratified_split(train_set.labels, cfg.train.val_fraction, seed=cfg.train.val_seed)
+    _, va = stratified_split(train_set.labels, cfg.train.val_fraction, seed=cfg.train.val_seed,
+                             mix=jobs.validation_mix(cfg, load_manifest(data), classes, data))
     val = train_set.subset(va)
     p = predict_proba(model, val.grids, vote=False, device=torch.device("cpu"))
     return _accuracies(p, val.labels, len(classes))

@@ -203,7 +203,7 @@ def test_predict_with_an_ensemble_averages_and_skips_for_all(two_runs, tiny_synt
         want.append(predict_proba(model, np.stack(grids), vote=True, device=torch.device("cpu")))
     mean = np.mean(want, axis=0)
     classes = ["mug", "ring", "table"]
-    for (path, top), p in zip(res.predictions, mean):
+    for (_, top), p in zip(res.predictions, mean):
         assert [c for c, _ in top] == [classes[i] for i in np.argsort(-p)]
         assert [v for _, v in top] == pytest.approx(np.sort(p)[::-1].tolist(), abs=1e-6)
     assert [p for p, _ in res.skipped] == [bad] and "truncated" in res.skipped[0][1]
@@ -218,3 +218,37 @@ def test_predict_with_an_ensemble_averages_and_skips_for_all(two_runs, tiny_synt
     assert out.startswith(f"{files[0]}: {res.predictions[0][1][0][0]} ")
     with pytest.raises(Shapes3DError, match="^--views-sheets takes one multi-view checkpoint, not an ensemble$"):
         jobs.predict([a, b], files, views_sheets=tmp_path / "s")
+
+
+def test_validation_split_mirroring_a_class_mix():
+    labels = np.repeat([0, 1, 2], [50, 10, 2])
+    tr, va = stratified_split(labels, 0.2, seed=0, mix=np.array([1.0, 1.0, 0.0]))
+    assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == 62
+    assert np.bincount(labels[va], minlength=3).tolist() == [6, 6, 0]  # round(0.2 * 62) = 12, half each
+    _, va = stratified_split(labels, 0.2, seed=0, mix=np.array([0.0, 1.0, 1.0]))
+    assert np.bincount(labels[va], minlength=3).tolist() == [0, 6, 1]  # class 2 keeps one training shape
+    # without a mix: the fraction of each class, as before
+    _, va = stratified_split(labels, 0.2, seed=0)
+    assert np.bincount(labels[va], minlength=3).tolist() == [10, 2, 1]
+
+
+def test_val_mix_test_is_carved_alike_in_training_and_evaluation(tiny_synth, tmp_path):
+    entries = load_manifest(tiny_synth).entries
+
+    def manifest(path, rows):
+        path.write_text("class,split,path\n" + "".join(f"{e.class_name},{e.split},{e.path.resolve()}\n" for e in rows))
+        return path
+
+    # the test split is all mugs: the validation split then holds mugs only
+    skew = manifest(tmp_path / "skew.csv", [e for e in entries if e.split == "train" or e.class_name == "mug"])
+    res = jobs.train(_cfg("train.val_mix='test'"), skew, tmp_path / "run", cache=tmp_path / "c")
+    ck = load_checkpoint(res.best_path)
+    assert ck["train_class_counts"] == [1, 4, 4]  # round(0.25 * 12) = 3 mugs held out, 1 left to train on
+    val = jobs.evaluate(res.best_path, skew, split="val", cache=tmp_path / "c", out=tmp_path / "v")
+    assert [v["support"] for v in val.metrics["per_class"].values()] == [3, 0, 0]
+    assert val.metrics["overall_accuracy"] == pytest.approx(ck["best_val_acc"])
+    # no test split: refused before any voxelizing, naming the option
+    only_train = manifest(tmp_path / "train.csv", [e for e in entries if e.split == "train"])
+    with pytest.raises(Shapes3DError, match="^train.val_mix = 'test' needs a test split: .*no shapes in split 'test'"):
+        jobs.train(_cfg("train.val_mix='test'"), only_train, tmp_path / "r2", cache=tmp_path / "c2")
+    assert not (tmp_path / "c2").exists()

@@ -106,6 +106,9 @@ class ClassifyTrainConfig:
     label_smoothing: float = option(0.0, "Cross-entropy label smoothing.")
     val_fraction: float = option(0.1, "Fraction of each training class held out for validation (0: none).")
     seed: int = option(0, "Seed of the initialisation, data order, augmentation and (unless split_seed) the split.")
+    val_mix: str = option("train", "Class mix of the validation split: train (val_fraction of each class) or test "
+                                   "(the same number of shapes, spread over the classes as the data set's test "
+                                   "split is, so choices made on it weigh classes as the test does).")
     split_seed: int = option(-1, "Seed of the validation split alone (-1: train.seed), so runs of several seeds "
                                  "can be validated, and ensembled, on one split.")
     device: str = option("auto", "auto (CUDA when present), cpu, or cuda[:N].")
@@ -133,6 +136,8 @@ class ClassifyTrainConfig:
             raise ValueError(f"checkpoint_steps must be >= 0, got {self.checkpoint_steps}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.val_mix not in ("train", "test"):
+            raise ValueError(f"val_mix must be 'train' or 'test', got {self.val_mix!r}")
 
     @property
     def val_seed(self) -> int:

@@ -115,6 +115,7 @@ def train(cfg: ClassifyConfig | PathLike, data: PathLike, out: PathLike, *, cach
                      architecture_keys=trainer.ARCHITECTURE_KEYS)
     manifest = load_manifest(data)
     entries = split_entries(manifest, split, data)
+    validation_mix(cfg, manifest, manifest.classes, data)  # refuses val_mix = "test" without a test split, early
     with main_process_first():
         extractor = _extractor(cfg, cfg.train.device)
         voxels, report = _build_set(entries, cfg, cache=cache, workers=cfg.train.workers, desc=split,
@@ -123,7 +124,8 @@ def train(cfg: ClassifyConfig | PathLike, data: PathLike, out: PathLike, *, cach
               len(voxels.skipped))  # the CLI prints it, once
     res = trainer.train(cfg, voxels, out, resume=resume, stop_after=stop_after,
                         input_sha256=input_hashes(voxels.paths, report.results),
-                        feature_source=extractor.source if extractor is not None else None)
+                        feature_source=extractor.source if extractor is not None else None,
+                        val_mix=validation_mix(cfg, manifest, voxels.classes, data))
     return TrainJobResult(Path(out), res.best_val_acc, res.history, res.best_path, res.last_path, len(voxels),
                           list(voxels.classes), list(voxels.skipped), res.interrupted)
 
@@ -240,6 +242,21 @@ def evaluate(checkpoint: PathLike | Sequence[PathLike], data: PathLike, *, out: 
     return EvaluateResult(result, out, list(skipped.items()))
 
 
+def validation_mix(cfg: ClassifyConfig, manifest, classes: Sequence[str], data: PathLike = "data") -> np.ndarray | None:
+    """Class weights of the carved validation split: the test split's class counts (``train.val_mix = "test"``,
+    in ``classes`` order), or None (``"train"``: each class's ``val_fraction``)."""
+    if cfg.train.val_mix != "test" or not cfg.train.val_fraction:
+        return None
+    try:
+        test = split_entries(manifest, "test", data, fallback=False)
+    except Shapes3DError as e:
+        raise Shapes3DError(f"train.val_mix = 'test' needs a test split: {e}") from None
+    counts = {}
+    for e in test:
+        counts[e.class_name] = counts.get(e.class_name, 0) + 1
+    return np.array([counts.get(c, 0) for c in classes], dtype=np.float64)
+
+
 def _eval_folder_name(members: list[Path], split: str, prior_tau: float) -> str:
     name = f"eval-{split}"
     if len(members) > 1:
@@ -261,7 +278,8 @@ def _evaluation_set(ck: Path, model, cfg: ClassifyConfig, classes: list[str], ma
             raise CheckpointError(ck, "was trained without a validation split (train.val_fraction = 0), so there "
                                       f"is no {VAL_SPLIT!r} split to evaluate")
         skipped = data_set.skipped
-        _, va = stratified_split(data_set.labels, cfg.train.val_fraction, seed=cfg.train.val_seed)
+        _, va = stratified_split(data_set.labels, cfg.train.val_fraction, seed=cfg.train.val_seed,
+                                 mix=validation_mix(cfg, manifest, classes, data))
         data_set = data_set.subset(va)
         data_set.skipped = list(skipped)
     return data_set
@@ -311,7 +329,7 @@ def predict(checkpoint: PathLike | Sequence[PathLike], paths: Sequence[PathLike]
     loaded = [(ck, *evaluation.load_classifier(ck, device=device)) for ck in members]
     classes = loaded[0][3]
     prior_tau = loaded[0][2].prior_tau if prior_tau is None else prior_tau
-    for ck, model, _, names in loaded[1:]:
+    for ck, _, _, names in loaded[1:]:
         if names != classes:
             raise CheckpointError(ck, f"its classes {names} differ from those of {members[0]} ({classes}); "
                                       "an ensemble needs members trained on the same classes")

@@ -39,6 +39,7 @@ from shapes3d.engine.jobs import input_hashes
 from shapes3d.engine.loop import Task, fit
 from shapes3d.engine.rng import seed_all
 from shapes3d.engine.run_folder import check_run_folder
+from shapes3d.errors import Shapes3DError
 from shapes3d.models.voxnet import VoxNet
 
 __all__ = ["FORMAT", "ClassifyTask", "MVCNNTask", "TrainResult", "build_model", "train", "train_step"]
@@ -99,12 +100,12 @@ class ClassifyTask(Task):
     curves_title = "VoxNet training"
 
     def __init__(self, cfg: ClassifyConfig, train_set: VoxelSet, dist: Dist,
-                 input_sha256: Sequence[str | None] | None = None) -> None:
+                 input_sha256: Sequence[str | None] | None = None, val_mix: np.ndarray | None = None) -> None:
         t = cfg.train
         self.cfg, self.dist, self.classes = cfg, dist, train_set.classes
         self.files = [str(p) for p in train_set.paths]
         self.sha256 = list(input_sha256) if input_sha256 is not None else input_hashes(train_set.paths)
-        tr_idx, va_idx = stratified_split(train_set.labels, t.val_fraction, seed=t.val_seed)
+        tr_idx, va_idx = stratified_split(train_set.labels, t.val_fraction, seed=t.val_seed, mix=val_mix)
         self.tr, self.va = train_set.subset(tr_idx), train_set.subset(va_idx)
         self.model = self.net = self.make_model()
         self.opt = _optimizer(cfg, self.model)
@@ -195,9 +196,10 @@ class MVCNNTask(ClassifyTask):
     curves_title = "multi-view CNN training"
 
     def __init__(self, cfg: ClassifyConfig, train_set: VoxelSet, dist: Dist,
-                 input_sha256: Sequence[str | None] | None = None, feature_source: dict | None = None) -> None:
+                 input_sha256: Sequence[str | None] | None = None, feature_source: dict | None = None,
+                 val_mix: np.ndarray | None = None) -> None:
         self.feature_source = feature_source
-        super().__init__(cfg, train_set, dist, input_sha256)
+        super().__init__(cfg, train_set, dist, input_sha256, val_mix)
 
     def make_model(self) -> torch.nn.Module:
         backbone = None
@@ -236,7 +238,8 @@ class TrainResult:
 
 def train(cfg: ClassifyConfig, train_set: VoxelSet, out_dir: str | Path, *, resume: bool = False,
           stop_after: int | None = None, overwrite: bool = False,
-          input_sha256: Sequence[str | None] | None = None, feature_source: dict | None = None) -> TrainResult:
+          input_sha256: Sequence[str | None] | None = None, feature_source: dict | None = None,
+          val_mix: np.ndarray | None = None) -> TrainResult:
     """Train on ``train_set`` (a validation split is carved from it); writes checkpoints, CSV log and curves.
 
     ``resume`` continues from ``out_dir/last.pt`` (also from the middle of an epoch);
@@ -250,8 +253,14 @@ def train(cfg: ClassifyConfig, train_set: VoxelSet, out_dir: str | Path, *, resu
     ``input_sha256``, one per shape of ``train_set``, or read from its files) or architecture.
     ``cfg.model.kind = "mvcnn"``: ``train_set`` holds per-view features (``feature_source`` names the VGG they
     came from) or, fine-tuning, the views; see :mod:`shapes3d.classify.mvcnn_data`.
+    ``val_mix``: the class weights of the validation split when ``train.val_mix = "test"`` (the test split's class
+    counts, in ``train_set.classes`` order; :func:`shapes3d.classify.jobs.train` reads them from the data set).
     """
     t = cfg.train
+    if t.val_mix == "test" and val_mix is None and t.val_fraction:
+        raise Shapes3DError("train.val_mix = 'test' needs the test split's class mix (val_mix=): train through "
+                            "shapes3d.classify.train, which reads it from the data set")
+    val_mix = val_mix if t.val_mix == "test" else None
     check_run_folder(out_dir, resume=resume, overwrite=overwrite, epochs=t.epochs, config=cfg,
                      architecture_keys=ARCHITECTURE_KEYS)
     dist = setup(t.device)
@@ -259,9 +268,9 @@ def train(cfg: ClassifyConfig, train_set: VoxelSet, out_dir: str | Path, *, resu
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     gen = seed_all(t.seed)
     if cfg.model.kind == "mvcnn":
-        task = MVCNNTask(cfg, train_set, dist, input_sha256, feature_source)
+        task = MVCNNTask(cfg, train_set, dist, input_sha256, feature_source, val_mix)
     else:
-        task = ClassifyTask(cfg, train_set, dist, input_sha256)
+        task = ClassifyTask(cfg, train_set, dist, input_sha256, val_mix)
     res = fit(task, out_dir, dist=dist, gen=gen, epochs=t.epochs, batch_size=t.batch_size, config=cfg,
               checkpoint_steps=t.checkpoint_steps, checkpoint_every=1, resume=resume, stop_after=stop_after)
     return TrainResult(task.best, res.history, res.best_path, res.last_path, interrupted=res.interrupted)

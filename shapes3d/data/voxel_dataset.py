@@ -184,15 +184,26 @@ def build_voxel_set(
     return VoxelSet(GridStack(grids), np.asarray(labels, dtype=np.int64), paths, classes, skipped), report
 
 
-def stratified_split(labels: np.ndarray, fraction: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train_idx, val_idx): ``round(fraction * n_c)`` of each class (at least one when fraction > 0 and n_c > 1)."""
+def stratified_split(labels: np.ndarray, fraction: float, *, seed: int,
+                     mix: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, val_idx): ``round(fraction * n_c)`` of each class (at least one when fraction > 0 and n_c > 1).
+
+    With ``mix`` (a weight per class index, e.g. the test split's class counts) the validation split holds
+    ``round(fraction * n)`` shapes in all, spread over the classes present in proportion to ``mix`` (a validation
+    split that mirrors the test class mix); every class keeps at least one training shape.
+    """
     rng = np.random.default_rng(seed)
     train, val = [], []
-    for c in np.unique(labels):
+    present = np.unique(labels)
+    if mix is not None:
+        w = np.asarray(mix, dtype=np.float64)[present]
+        share = w / w.sum() if w.sum() > 0 else np.full(len(present), 1.0 / len(present))
+        total = round(fraction * len(labels))
+    for i, c in enumerate(present):
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)
-        n_val = int(round(fraction * len(idx)))
-        if fraction > 0 and n_val == 0 and len(idx) > 1:
+        n_val = int(round(fraction * len(idx))) if mix is None else min(int(round(total * share[i])), len(idx) - 1)
+        if fraction > 0 and n_val == 0 and len(idx) > 1 and (mix is None or share[i] > 0):
             n_val = 1
         val.extend(idx[:n_val])
         train.extend(idx[n_val:])
