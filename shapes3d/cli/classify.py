@@ -1,4 +1,4 @@
-"""``shapes3d classify``: train, evaluate, predict and inspect VoxNet classifiers."""
+"""``shapes3d classify``: train, evaluate, predict and inspect VoxNet and multi-view classifiers."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from shapes3d.cli.common import (
 
 
 def register(sub) -> None:
-    p = sub.add_parser("classify", help="VoxNet classifiers: train, evaluate, predict, filters",
+    p = sub.add_parser("classify", help="VoxNet and multi-view classifiers: train, evaluate, predict",
                        epilog=examples(
                            "shapes3d classify train --data data/ModelNet10 --config modelnet10 --out runs/voxnet",
                            "shapes3d classify predict runs/voxnet/best.pt scans/chair.ply"),
