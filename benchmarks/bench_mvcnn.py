@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shapes3d.classify import jobs
+from shapes3d.classify import jobs, members
 from shapes3d.classify.config import ClassifyConfig
 from shapes3d.classify.evaluation import confusion_matrix, load_classifier, predict_proba
 from shapes3d.config import load_config
@@ -41,7 +41,7 @@ def _validation(run: Path, data: Path, cache: Path) -> dict:
     """Accuracy of best.pt on the validation split it was chosen on (the same seeded split as training)."""
     model, cfg, classes = load_classifier(run / "best.pt", device="cpu")
     entries = split_entries(load_manifest(data), "train", data)
-    extractor = jobs._extractor(cfg, "cpu", model.feature_source)
+    extractor = members.extractor(cfg, "cpu", model.feature_source)
     train_set, _ = jobs._build_set(entries, cfg, cache=cache, workers=1, desc="train", classes=classes,
                                    extractor=extractor)
     _, va = stratified_split(train_set.labels, cfg.train.val_fraction, seed=cfg.train.val_seed,

@@ -15,6 +15,7 @@ from shapes3d.classify.config import ClassifyConfig
 from shapes3d.classify.evaluation import load_classifier, predict_proba, prior_corrected, training_prior
 from shapes3d.cli.main import main
 from shapes3d.config import load_config
+from shapes3d.data.tasks import voxel_task
 from shapes3d.data.voxel_dataset import build_voxel_set, stratified_split
 from shapes3d.engine.checkpoint import load_checkpoint, save_checkpoint
 from shapes3d.engine.jobs import load_manifest, split_entries
@@ -196,7 +197,7 @@ def test_predict_with_an_ensemble_averages_and_skips_for_all(two_runs, tiny_synt
     bad = tmp_path / "bad.off"
     bad.write_text("OFF\n3 1 0\n0 0 0\n")
     res = jobs.predict([a, b], [*files, bad], top_k=3, device="cpu", out=tmp_path / "p.json")
-    grids = [jobs.voxel_task(f, **dataclasses.asdict(_cfg().data))["occupancy"] for f in files]
+    grids = [voxel_task(f, **dataclasses.asdict(_cfg().data))["occupancy"] for f in files]
     want = []
     for ck in (a, b):
         model, cfg, _ = load_classifier(ck, device="cpu")

@@ -297,13 +297,14 @@ def test_end_to_end_from_the_shipped_preset(tiny_synth, tmp_path, capsys, monkey
 def test_views_sheet_evidence(tiny_synth, tmp_path):
     from shapes3d.classify import jobs
     from shapes3d.classify.evaluation import load_classifier
+    from shapes3d.classify.members import extractor
     from shapes3d.classify.mvcnn_views import view_evidence
 
     cfg = load_config(ClassifyConfig, "demo-mvcnn", overrides=_tiny()[3::2])
     res = jobs.train(cfg, tiny_synth, tmp_path / "run", cache=tmp_path / "c")
     model, cfg, classes = load_classifier(res.best_path, device="cpu")
     views = render_views(_mug(), views=3, size=32)
-    ex = jobs._extractor(cfg, "cpu", model.feature_source)
+    ex = extractor(cfg, "cpu", model.feature_source)
     pooled, per_view = view_evidence(model, cfg, classes, views, ex)
     assert len(per_view) == 3 and all(c in classes and 0 < p <= 1 for c, p in per_view)
     assert pooled[0] in classes

@@ -12,7 +12,7 @@ __getattr__, __dir__, __all__ = lazy_face(__name__, {
     # jobs
     "train": "shapes3d.classify.jobs",
     "evaluate": "shapes3d.classify.jobs",
-    "predict": "shapes3d.classify.jobs",
+    "predict": "shapes3d.classify.prediction",
     "filters": "shapes3d.classify.jobs",
     "classviz_voxnet": "shapes3d.classify.visualize",
     # config

@@ -4,7 +4,6 @@ pools its views itself), test-set metrics."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -145,22 +144,6 @@ def write_metrics(result: dict, classes: list[str], out_dir: str | Path) -> dict
     plot_confusion(np.asarray(result["confusion"]), classes, out / "confusion.png",
                    title=f"accuracy {result['overall_accuracy']:.3f} (mean class {result['mean_class_accuracy']:.3f})")
     return result
-
-
-def evaluate(model: VoxNet, cfg: ClassifyConfig, test_set: VoxelSet, out_dir: str | Path, *,
-             vote: bool | None = None, mirror_vote: bool | None = None, device: str = "auto") -> dict:
-    """Overall and mean-class accuracy, per-class table, confusion matrix PNG and JSON in ``out_dir``."""
-    if device != "auto":
-        model = model.to(pick_device(device))
-    t0 = time.perf_counter()
-    p, how = member_proba(model, cfg, test_set, vote=vote, mirror_vote=mirror_vote)
-    seconds = time.perf_counter() - t0
-    res = scores(p, test_set.labels, list(test_set.classes))
-    result = {**{k: res[k] for k in ("overall_accuracy", "mean_class_accuracy", "n")}, **how,
-              "per_class": res["per_class"], "confusion": res["confusion"], "classes": list(test_set.classes),
-              "inference_shapes_per_second": float(len(test_set) / seconds),
-              "skipped": [[str(q), r] for q, r in test_set.skipped]}
-    return write_metrics(result, list(test_set.classes), out_dir)
 
 
 def confusion_matrix(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
